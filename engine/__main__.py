@@ -1,0 +1,7 @@
+"""`python -m engine ...`: see docs/engine-cli.md."""
+
+import sys
+
+from engine.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""Files the engine writes: the regions GeoPackage with embeddings and predictions, JSON.
+
+Everything is written into a staging folder first and moved into place only when the whole run
+succeeded, so a failed or cancelled run leaves no half-written output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.dataset import RegionDataset
+from engine.errors import InputError
+
+EMBEDDING_PREFIX = "emb_"
+PREDICTION_PREFIX = "pred_"
+FOLD_PREFIX = "fold_"
+
+
+def embedding_field_names(width: int) -> list[str]:
+    return [f"{EMBEDDING_PREFIX}{i:03d}" for i in range(width)]
+
+
+@contextmanager
+def staged_output(out_dir: Path, overwrite: bool, names: list[str]):
+    """Yields a staging folder; on success its files replace `names` in out_dir, else it vanishes."""
+    out_dir = Path(out_dir)
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise InputError(
+            f"the output folder already holds {', '.join(existing)}",
+            layer=str(out_dir), hint="Choose another --out-dir or pass --overwrite.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder: {exc.strerror}", layer=str(out_dir),
+                         hint="Choose a folder you can write to.") from exc
+    stage = Path(tempfile.mkdtemp(prefix=".topt-partial-", dir=out_dir))
+    try:
+        yield stage
+        for item in sorted(stage.iterdir()):
+            target = out_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    Path(path).write_text(json.dumps(payload, indent=2, default=_plain) + "\n", encoding="utf-8")
+
+
+def _plain(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def region_table(dataset: RegionDataset, embeddings: np.ndarray | None,
+                 predictions: dict[str, np.ndarray], folds: dict[str, np.ndarray],
+                 id_field: str) -> dict[str, np.ndarray]:
+    """Columns of the output layer, in order: id, embeddings, predictions, folds."""
+    columns: dict[str, np.ndarray] = {id_field: np.asarray(dataset.region_ids)}
+    if embeddings is not None:
+        for name, column in zip(embedding_field_names(embeddings.shape[1]), embeddings.T, strict=True):
+            columns[name] = column.astype(np.float64)
+    for target, values in predictions.items():
+        columns[f"{PREDICTION_PREFIX}{target}"] = np.asarray(values, dtype=np.float64)
+    for target, values in folds.items():
+        columns[f"{FOLD_PREFIX}{target}"] = np.asarray(values, dtype=np.int32)
+    return columns
+
+
+def write_regions(path: Path, dataset: RegionDataset, columns: dict[str, np.ndarray]) -> Path:
+    """The regions with their new fields: a GeoPackage layer `regions` (or a CSV without geometry)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(columns)
+    if dataset.geometry is None:
+        path = Path(path).with_suffix(".csv")
+        frame.to_csv(path, index=False)
+        return path
+    import geopandas as gpd
+
+    layer = gpd.GeoDataFrame(frame, geometry=np.asarray(dataset.geometry), crs=dataset.crs)
+    layer.to_file(path, layer="regions", driver="GPKG", engine="pyogrio")
+    return Path(path)

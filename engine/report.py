@@ -1,0 +1,133 @@
+"""The HTML report: metrics beside the baselines, training curves, predicted vs observed, a map.
+
+One self-contained file (figures embedded as PNG), readable in QGIS's browser or any other.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.dataset import RegionDataset
+
+
+def _figure_tag(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+
+
+def _curves_figure(curves: dict[str, list[float]]):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for name, values in curves.items():
+        if len(values):
+            ax.plot(np.arange(1, len(values) + 1), values, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("training curves")
+    return fig
+
+
+def _scatter_figure(target: str, observed: np.ndarray, predicted: np.ndarray):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(observed, predicted, s=10, alpha=0.7)
+    low = float(min(np.nanmin(observed), np.nanmin(predicted)))
+    high = float(max(np.nanmax(observed), np.nanmax(predicted)))
+    ax.plot([low, high], [low, high], color="grey", lw=1, ls="--")
+    ax.set_xlabel(f"observed {target}")
+    ax.set_ylabel(f"predicted {target} (held out)")
+    ax.set_title(f"{target}: cross-validated predictions", fontsize=10)
+    return fig
+
+
+def _map_figure(dataset: RegionDataset, target: str, predicted: np.ndarray):
+    import geopandas as gpd
+    import matplotlib.pyplot as plt
+
+    frame = gpd.GeoDataFrame({"value": predicted}, geometry=np.asarray(dataset.geometry),
+                             crs=dataset.crs)
+    fig, ax = plt.subplots(figsize=(4, 5))
+    frame.plot(column="value", ax=ax, cmap="viridis", legend=True, linewidth=0.2,
+               edgecolor="white")
+    ax.set_axis_off()
+    ax.set_title(f"predicted {target}", fontsize=10)
+    return fig
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = ""
+    for row in rows:
+        cells = ""
+        for c in columns:
+            value = row.get(c, "")
+            text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            cells += f"<td>{html.escape(text)}</td>"
+        body += f"<tr>{cells}</tr>"
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
+                 curves: dict[str, list[float]], observed: dict[str, np.ndarray],
+                 predicted: dict[str, np.ndarray], title: str = "ToPT report") -> None:
+    """Writes the report. `metrics` is the metrics.json payload; predicted are held-out values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    protocol = metrics.get("protocol", "clean")
+    if metrics.get("optimistic"):
+        parts.append('<p class="warn"><b>Optimistic (paper protocol):</b> epochs and checkpoints '
+                     "were selected on the test folds, as the authors' release does. These "
+                     "numbers overstate what the model does on unseen regions.</p>")
+    else:
+        parts.append(f"<p>Protocol: <b>{html.escape(protocol)}</b>: every prediction below comes "
+                     "from a model that never saw that region's label, and no choice (epoch, "
+                     "penalty, combination) looked at a test fold.</p>")
+    summary = dataset.summary()
+    parts.append(f"<p>{summary['regions']} regions; views: "
+                 + ", ".join(f"{n} ({v['width']})" for n, v in summary["views"].items())
+                 + f"; device {html.escape(str(metrics.get('device', '')))}; "
+                 f"{html.escape(str(metrics.get('folds', '')))} folds.</p>")
+    rows = []
+    for target, entry in metrics.get("tasks", {}).items():
+        for method, scores in entry.get("methods", {}).items():
+            rows.append({"target": target, "method": method, **scores})
+    if rows:
+        parts.append("<h2>Metrics (pooled held-out predictions)</h2>")
+        parts.append(_table(rows, ["target", "method", "MAE", "RMSE", "R2"]))
+    clustering = metrics.get("clustering", {})
+    if clustering:
+        parts.append("<h2>Clustering of the embeddings</h2>")
+        parts.append(_table([{"class field": k, **v} for k, v in clustering.items()],
+                            ["class field", "NMI", "ARI"]))
+    if curves:
+        parts.append("<h2>Training</h2>" + _figure_tag(_curves_figure(curves)))
+    for target, values in predicted.items():
+        labelled = np.isfinite(observed[target])
+        figures = _figure_tag(_scatter_figure(target, observed[target][labelled],
+                                              values[labelled]))
+        if dataset.geometry is not None:
+            figures += _figure_tag(_map_figure(dataset, target, values))
+        parts.append(f"<h2>{html.escape(target)}</h2><div>{figures}</div>")
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right}th{background:#f3f3f3}.warn{background:#fff3cd;padding:6px}"
+             "img{margin:4px}")
+    Path(path).write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n", encoding="utf-8")
