@@ -1,0 +1,101 @@
+"""Training SREL: self-supervised, full batch, a fixed epoch schedule (no label is read)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine.data.dataset import RegionDataset
+from engine.errors import InputError
+from engine.models.modeling_srel import SREL, SRELConfig, SRELInputs, prepare_srel_inputs
+
+Progress = Callable[[float, str], None]  # (fraction in [0, 1], message)
+
+
+@dataclass
+class SRELResult:
+    embeddings: np.ndarray  # (N, embedding_size) float32, row i = region i
+    model: SREL  # trained, in eval mode
+    losses: list[float]  # total self-supervised loss per epoch
+    seconds: float  # wall time of preparation + training + final embedding
+    config: SRELConfig
+    loss_parts: dict[str, list[float]] = field(default_factory=dict)  # each objective per epoch
+    notes: list[str] = field(default_factory=list)  # fallbacks taken while preparing the inputs
+
+
+def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device: str = "cpu",
+             seed: int = 0, progress: Progress | None = None) -> SRELResult:
+    """Train SREL on `dataset` for `config.epochs` full-batch epochs and embed its regions.
+
+    Deterministic for a seed on a device: the same dataset, config and seed give the same
+    embeddings. No target or class of the dataset is read.
+
+    Args:
+        dataset: the regions and their views and spatial priors.
+        config: hyperparameters (default :class:`SRELConfig()`).
+        device: "cpu" or "cuda".
+        seed: seeds the initial weights, dropout and the sparse path's sampling.
+        progress: called about 100 times with (fraction done, message).
+    """
+    config = config or SRELConfig()
+    if config.epochs < 0:
+        raise InputError("epochs must be >= 0", field="epochs")
+    start = time.perf_counter()
+    inputs = prepare_srel_inputs(dataset, config).to(device)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # CPU generator for the loss sampling
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        model = SREL(config, inputs.view_specs).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                     weight_decay=config.weight_decay)
+        losses: list[float] = []
+        parts_log: dict[str, list[float]] = {}
+        report_every = max(1, config.epochs // 100)
+        model.train()
+        for epoch in range(config.epochs):
+            optimizer.zero_grad(set_to_none=True)
+            parts = model.loss(inputs, model(inputs), generator)
+            parts["total"].backward()
+            optimizer.step()
+            values = dict(zip(parts, torch.stack(list(parts.values())).detach().tolist(), strict=True))
+            losses.append(values.pop("total"))
+            for k, v in values.items():
+                parts_log.setdefault(k, []).append(v)
+            if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == config.epochs):
+                progress((epoch + 1) / config.epochs,
+                         f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.4f}")
+        embeddings = _embed(model, inputs)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    return SRELResult(embeddings=embeddings, model=model, losses=losses,
+                      seconds=time.perf_counter() - start, config=config,
+                      loss_parts=parts_log, notes=list(inputs.notes))
+
+
+def _embed(model: SREL, inputs: SRELInputs) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return model(inputs).float().cpu().numpy().astype(np.float32)
+
+
+def embed_with_model(model: SREL, dataset: RegionDataset, *, device: str = "cpu") -> np.ndarray:
+    """Embeddings (N, d) float32 of `dataset`'s regions by a trained (or loaded) model.
+
+    The dataset must have the views the model was trained on (same names, kinds and widths);
+    for the same regions this gives the embeddings the training returned.
+    """
+    inputs = prepare_srel_inputs(dataset, model.config)
+    have = [(s.name, s.kind, s.width) for s in inputs.view_specs]
+    want = [(s.name, s.kind, s.width) for s in model.view_specs]
+    if have != want:
+        raise InputError(
+            f"the data's views {have} differ from the model's {want}",
+            hint="Use the same layers, fields and categories as when the model was trained.")
+    model = model.to(device)
+    return _embed(model, inputs.to(device))
