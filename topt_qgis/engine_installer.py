@@ -19,7 +19,7 @@ import queue
 import re
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404
 import sys
 import threading
 import time
@@ -199,7 +199,8 @@ def install_engine(target_dir: str | Path, engine_source_dir: str | Path, progre
 # ---------------------------------------------------------------- checks before starting
 def _check_python_version(base: str) -> None:
     try:
-        done = subprocess.run(
+        # Bandit B603: the user's own Python with fixed arguments, never a shell.
+        done = subprocess.run(  # nosec B603
             [base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
             capture_output=True, text=True, timeout=60, env=_clean_env())
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -248,7 +249,8 @@ def _run(command: list[str], *, stage: str, span: tuple[float, float], expected_
     if is_cancelled():
         raise InstallCancelled()
     try:
-        process = subprocess.Popen(
+        # Bandit B603: venv and pip argument lists built in this module, never a shell.
+        process = subprocess.Popen(  # nosec B603
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, encoding="utf-8", errors="replace", env=_clean_env(),
             start_new_session=os.name != "nt")
