@@ -55,11 +55,11 @@ class SRELConfig:
     neighbours: int = 16  # sparse path: k nearest regions each region attends to
     flow_neighbours: int = 8  # sparse path: strongest trip origins and destinations attended to
     flow_rank: int = 32  # width of the truncated-SVD features of each flow view
-    loss_rows: int = 1024  # sparse path: regions per epoch whose trip distributions are scored
+    loss_rows: int = 512  # sparse path: regions per epoch whose trip distributions are scored
     similarity_pairs: int = 65536  # sparse path: region pairs per epoch for similarity losses
     lr: float = 5e-4  # Adam learning rate (HAFusion)
     weight_decay: float = 5e-4  # Adam weight decay (HAFusion)
-    epochs: int = 2000  # full-batch epochs; a fixed schedule (no label chooses it)
+    epochs: int | None = None  # full-batch epochs; None: the fixed schedule of `schedule_epochs`
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
@@ -71,6 +71,17 @@ class SRELConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def schedule_epochs(n_regions: int, config: SRELConfig) -> int:
+    """Epochs of the fixed schedule (no label chooses it): `config.epochs` if set, else 2000
+    (HAFusion) on the dense path and 2000 * dense_threshold / N (at least 100) above it, where
+    each full-batch step sees proportionally more regions and costs proportionally more."""
+    if config.epochs is not None:
+        return int(config.epochs)
+    if n_regions <= config.dense_threshold:
+        return 2000
+    return max(100, int(2000 * config.dense_threshold / n_regions))
 
 
 @dataclass
@@ -621,7 +632,7 @@ class SREL(nn.Module):
     def __init__(self, config: SRELConfig, view_specs: list[ViewSpec]) -> None:
         super().__init__()
         self.config = config
-        self.view_specs = [ViewSpec(**vars(s)) if not isinstance(s, ViewSpec) else s for s in view_specs]
+        self.view_specs = [s if isinstance(s, ViewSpec) else ViewSpec(**s) for s in view_specs]
         c = config
         buckets = c.distance_buckets + 1  # + the region itself
         self.encoders = nn.ModuleDict({

@@ -11,7 +11,13 @@ import torch
 
 from engine.data.dataset import RegionDataset
 from engine.errors import InputError
-from engine.models.modeling_srel import SREL, SRELConfig, SRELInputs, prepare_srel_inputs
+from engine.models.modeling_srel import (
+    SREL,
+    SRELConfig,
+    SRELInputs,
+    prepare_srel_inputs,
+    schedule_epochs,
+)
 
 Progress = Callable[[float, str], None]  # (fraction in [0, 1], message)
 
@@ -23,13 +29,17 @@ class SRELResult:
     losses: list[float]  # total self-supervised loss per epoch
     seconds: float  # wall time of preparation + training + final embedding
     config: SRELConfig
+    epochs: int = 0  # epochs trained (the schedule's count when config.epochs is None)
     loss_parts: dict[str, list[float]] = field(default_factory=dict)  # each objective per epoch
     notes: list[str] = field(default_factory=list)  # fallbacks taken while preparing the inputs
 
 
 def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device: str = "cpu",
              seed: int = 0, progress: Progress | None = None) -> SRELResult:
-    """Train SREL on `dataset` for `config.epochs` full-batch epochs and embed its regions.
+    """Train SREL on `dataset` for a fixed number of full-batch epochs and embed its regions.
+
+    The epoch count is `config.epochs`, or when None the schedule of
+    :func:`engine.models.modeling_srel.schedule_epochs` (2000 up to `dense_threshold` regions).
 
     Deterministic for a seed on a device: the same dataset, config and seed give the same
     embeddings. No target or class of the dataset is read.
@@ -42,7 +52,8 @@ def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device
         progress: called about 100 times with (fraction done, message).
     """
     config = config or SRELConfig()
-    if config.epochs < 0:
+    epochs = schedule_epochs(dataset.n_regions, config)
+    if epochs < 0:
         raise InputError("epochs must be >= 0", field="epochs")
     start = time.perf_counter()
     inputs = prepare_srel_inputs(dataset, config).to(device)
@@ -56,9 +67,9 @@ def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device
                                      weight_decay=config.weight_decay)
         losses: list[float] = []
         parts_log: dict[str, list[float]] = {}
-        report_every = max(1, config.epochs // 100)
+        report_every = max(1, epochs // 100)
         model.train()
-        for epoch in range(config.epochs):
+        for epoch in range(epochs):
             optimizer.zero_grad(set_to_none=True)
             parts = model.loss(inputs, model(inputs), generator)
             parts["total"].backward()
@@ -67,14 +78,13 @@ def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device
             losses.append(values.pop("total"))
             for k, v in values.items():
                 parts_log.setdefault(k, []).append(v)
-            if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == config.epochs):
-                progress((epoch + 1) / config.epochs,
-                         f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.4f}")
+            if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == epochs):
+                progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs} loss {losses[-1]:.4f}")
         embeddings = _embed(model, inputs)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
     return SRELResult(embeddings=embeddings, model=model, losses=losses,
-                      seconds=time.perf_counter() - start, config=config,
+                      seconds=time.perf_counter() - start, config=config, epochs=epochs,
                       loss_parts=parts_log, notes=list(inputs.notes))
 
 

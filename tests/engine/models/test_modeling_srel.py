@@ -1,0 +1,168 @@
+"""SREL model: shapes, dense vs sparse attention, spatial priors, serialization."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from tiny_region_data import tiny_dataset
+
+from engine.errors import InputError
+from engine.models.modeling_srel import SREL, RegionAttention, SRELConfig, prepare_srel_inputs
+from engine.models.serialization import load_model, save_model
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**kw) -> SRELConfig:
+    base = dict(embedding_size=8, hidden=16, heads=4, layers=2, distance_buckets=4,
+                centrality_buckets=4, epochs=30, flow_rank=4)
+    return SRELConfig(**{**base, **kw})
+
+
+def model_and_inputs(config: SRELConfig, dataset=None, seed: int = 0):
+    dataset = dataset or tiny_dataset(10)
+    inputs = prepare_srel_inputs(dataset, config)
+    torch.manual_seed(seed)
+    return SREL(config, inputs.view_specs).eval(), inputs
+
+
+def randomise_distance_bias(model: SREL) -> None:
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, RegionAttention):
+            with torch.no_grad():
+                module.distance_bias.weight.copy_(
+                    torch.randn(module.distance_bias.weight.shape, generator=generator) * 3)
+
+
+def test_output_shape_and_width_independent_of_n():
+    config = tiny_config()
+    for n in (5, 12):
+        model, inputs = model_and_inputs(config, tiny_dataset(n))
+        with torch.no_grad():
+            out = model(inputs)
+        assert out.shape == (n, 8)
+        assert torch.isfinite(out).all()
+    # The number of parameters does not depend on N.
+    sizes = [sum(p.numel() for p in model_and_inputs(config, tiny_dataset(n))[0].parameters())
+             for n in (6, 12)]
+    assert sizes[0] == sizes[1]
+
+
+@pytest.mark.parametrize("kind", ["centroid", "hops"])
+def test_dense_and_sparse_attention_agree_on_complete_neighbour_set(kind):
+    dataset = tiny_dataset(9, k=8)  # 8 nearest of 9 regions: every region attends to all
+    dense_config = tiny_config(distance_kind=kind)
+    sparse_config = tiny_config(distance_kind=kind, dense_threshold=0, neighbours=8)
+    model, dense_inputs = model_and_inputs(dense_config, dataset)
+    randomise_distance_bias(model)
+    sparse_inputs = prepare_srel_inputs(dataset, sparse_config)
+    assert dense_inputs.dense and not sparse_inputs.dense
+    assert sparse_inputs.edge_index.shape[1] == 81  # all 9 x 9 pairs
+    with torch.no_grad():
+        dense_out = model(dense_inputs)
+        sparse_out = model(sparse_inputs)
+    torch.testing.assert_close(dense_out, sparse_out, atol=1e-5, rtol=1e-4)
+
+
+def test_sparse_path_with_few_neighbours_differs_from_dense():
+    dataset = tiny_dataset(12, k=2)
+    config = tiny_config()
+    model, dense_inputs = model_and_inputs(config, dataset)
+    sparse_inputs = prepare_srel_inputs(dataset, tiny_config(dense_threshold=0, neighbours=2,
+                                                             flow_neighbours=1))
+    assert sparse_inputs.edge_index.shape[1] < 144
+    with torch.no_grad():
+        assert not torch.allclose(model(dense_inputs), model(sparse_inputs), atol=1e-4)
+
+
+@pytest.mark.parametrize("dense_threshold", [1024, 0])
+def test_distance_bias_changes_output_and_can_be_switched_off(dense_threshold):
+    dataset = tiny_dataset(10)
+    on, inputs = model_and_inputs(tiny_config(dense_threshold=dense_threshold), dataset)
+    off, _ = model_and_inputs(tiny_config(dense_threshold=dense_threshold,
+                                          use_distance_bias=False), dataset)
+    off.load_state_dict(on.state_dict())
+    with torch.no_grad():
+        before = on(inputs)
+        torch.testing.assert_close(before, off(inputs))  # bias starts at zero
+        randomise_distance_bias(on)
+        randomise_distance_bias(off)
+        assert not torch.allclose(on(inputs), before, atol=1e-4)  # the bias acts...
+        torch.testing.assert_close(off(inputs), before)  # ...unless switched off
+
+
+def test_centrality_changes_output_and_can_be_switched_off():
+    dataset = tiny_dataset(10)
+    on, inputs = model_and_inputs(tiny_config(), dataset)
+    off, _ = model_and_inputs(tiny_config(use_centrality=False), dataset)
+    off.load_state_dict(on.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(on(inputs), off(inputs), atol=1e-4)
+        # Changing only the regions' degrees changes the embeddings with centrality on.
+        other = prepare_srel_inputs(dataset, tiny_config())
+        other.degree_bucket = (other.degree_bucket + 1) % 4
+        assert not torch.allclose(on(inputs), on(other), atol=1e-4)
+        torch.testing.assert_close(off(inputs), off(other))
+
+
+def test_distance_buckets_follow_distance():
+    dataset = tiny_dataset(12)
+    inputs = prepare_srel_inputs(dataset, tiny_config())
+    bucket = inputs.distance_bucket.numpy()
+    assert (np.diag(bucket) == 4).all()  # self bucket
+    c = dataset.priors.centroids
+    d = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1))
+    off = ~np.eye(12, dtype=bool)
+    order = np.argsort(d[off])
+    assert (np.diff(bucket[off][order]) >= 0).all()  # monotone in distance
+    assert set(np.unique(bucket[off])) == {0, 1, 2, 3}
+
+
+def test_dataset_without_flow_and_without_centroids():
+    dataset = tiny_dataset(8, with_flow=False)
+    dataset.priors.centroids = None
+    model, inputs = model_and_inputs(tiny_config(), dataset)
+    assert "hops" in inputs.notes[0]
+    with torch.no_grad():
+        assert model(inputs).shape == (8, 8)
+
+
+def test_bad_input_raises_input_error():
+    dataset = tiny_dataset(6)
+    dataset.views = {}
+    with pytest.raises(InputError, match="no view"):
+        prepare_srel_inputs(dataset, tiny_config())
+    with pytest.raises(InputError, match="divisible"):
+        tiny_config(hidden=10, heads=4)
+
+
+def test_losses_are_finite_on_both_paths():
+    dataset = tiny_dataset(10)
+    for config in (tiny_config(), tiny_config(dense_threshold=0, loss_rows=3,
+                                              similarity_pairs=20)):
+        model, inputs = model_and_inputs(config, dataset)
+        parts = model.loss(inputs, model(inputs), torch.Generator().manual_seed(0))
+        assert set(parts) == {"mobility_out", "mobility_in", "poi_similarity",
+                              "landuse_similarity", "total"}
+        assert all(torch.isfinite(v) for v in parts.values())
+
+
+def test_save_load_round_trip(tmp_path):
+    model, inputs = model_and_inputs(tiny_config())
+    randomise_distance_bias(model)
+    save_model(model, model.config, tmp_path / "model")
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {"model.safetensors", "config.json"}
+    loaded = load_model(tmp_path / "model")
+    assert loaded.config == model.config
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(inputs), model(inputs), rtol=0, atol=0)
+
+
+def test_load_model_missing_folder_is_input_error(tmp_path):
+    with pytest.raises(InputError, match="no saved model"):
+        load_model(tmp_path)
