@@ -47,6 +47,8 @@ DEFAULT_MODEL = "smollm2"
 POOLING_VERSION = "region-tokens-v1"  # bump when pooling changes: it is part of cache keys
 _MARK = "\u2063REGION\u2063"  # where the region text goes in a rendered chat prompt
 _MULTIMODAL_TYPES = ("qwen2_vl", "qwen2_5_vl", "llava")
+_PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
+               "llava": "LlavaProcessor"}
 
 Progress = Callable[[int, int], None]  # (regions done, regions in all)
 
@@ -387,14 +389,12 @@ def _load_folder(name: str, source: str, fingerprint: str, device: str, dtype: t
     kind = kind or _kind_of(config)
     common = {"local_files_only": offline, "dtype": dtype}
     if kind == "multimodal":
-        from transformers import AutoProcessor
-
         classes = {"qwen2_vl": "Qwen2VLForConditionalGeneration",
                    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
                    "llava": "LlavaForConditionalGeneration"}
-        model_class = getattr(transformers, classes[config.model_type])
+        model_class = getattr(transformers, classes[_model_type(config)])
         model = model_class.from_pretrained(source, **common).to(device)
-        processor = AutoProcessor.from_pretrained(source, local_files_only=offline)
+        processor = _load_processor(source, config, offline)
         return MultimodalLanguageModel(name, fingerprint, model, processor, device=device)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
     if kind == "causal":
@@ -404,9 +404,44 @@ def _load_folder(name: str, source: str, fingerprint: str, device: str, dtype: t
     return EncoderLanguageModel(name, fingerprint, model, tokenizer, device=device)
 
 
+def _load_processor(source: str, config, offline: bool):
+    """The model's processor. Without torchvision, Qwen2-VL's processor cannot build its video
+    processor, which images never use: it is then built from the image processor and tokenizer."""
+    import transformers
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    try:
+        return AutoProcessor.from_pretrained(source, local_files_only=offline)
+    except (ImportError, TypeError, ValueError, OSError) as error:
+        first_error = error
+    base = getattr(transformers, _PROCESSORS.get(_model_type(config), ""), None)
+    try:
+        if base is None:
+            raise ValueError(f"no processor class for {_model_type(config)}")
+        images_only = type(f"{base.__name__}ImagesOnly", (base,), {
+            "attributes": [a for a in base.attributes if a != "video_processor"],
+            "video_processor": None,
+        })
+        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline,
+                                                             use_fast=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+        return images_only(image_processor=image_processor, tokenizer=tokenizer,
+                           chat_template=getattr(tokenizer, "chat_template", None))
+    except (ImportError, TypeError, ValueError, OSError) as error:
+        raise InputError(f"cannot load the processor of '{source}': {first_error}",
+                         field="language_model",
+                         hint="Check that the model folder has its processor files; Qwen2-VL "
+                         "may need torchvision installed.") from error
+
+
+def _model_type(config) -> str:
+    """The top-level model type (Qwen2-VL's config answers attributes from its text config)."""
+    return getattr(type(config), "model_type", "") or config.model_type
+
+
 def _kind_of(config) -> str:
     """"multimodal", "causal" or "encoder", from a model's config."""
-    if config.model_type in _MULTIMODAL_TYPES:
+    if _model_type(config) in _MULTIMODAL_TYPES:
         return "multimodal"
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):

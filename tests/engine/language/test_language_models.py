@@ -1,0 +1,130 @@
+"""Language models on tiny random weights: prefix reuse, pooling masks, images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.errors import InputError
+from engine.language.models import (
+    CausalLanguageModel,
+    EncoderLanguageModel,
+    MultimodalLanguageModel,
+    load_language_model,
+)
+from engine.language.templates import task_template
+
+TEXTS = [
+    "Region 1: 40.1N 73.1W, 1 km2. POIs 3: food 2 (67%), shops 1 (33%).",
+    "Region 2: none.",
+    "Region 3: 40.3N 73.3W, 3 km2. Trips out 5, in 7; to 1 (40%), 2 (20%). Land use: residential 50%.",
+    "Region 4: park.",
+    "Region 5: 40.5N 73.5W, 5 km2. POIs 9: nightlife 5 (56%), food 4 (44%), shops 0 (0%).",
+]
+
+
+def test_kinds_are_detected(tiny_causal_dir, tiny_encoder_dir, tiny_qwen2_vl_dir):
+    assert isinstance(load_language_model(str(tiny_causal_dir)), CausalLanguageModel)
+    assert isinstance(load_language_model(str(tiny_encoder_dir)), EncoderLanguageModel)
+    assert isinstance(load_language_model(str(tiny_qwen2_vl_dir)), MultimodalLanguageModel)
+
+
+def test_unknown_model_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="cannot load the language model"):
+        load_language_model(str(tmp_path / "no-such-model"))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_prefix_reuse_equals_full_sequence(tiny_causal_dir, batch_size):
+    lm = load_language_model(str(tiny_causal_dir))
+    prefix = task_template("crime")
+    assert len(lm.prefix_ids(prefix)) > 100  # a real template, not a token or two
+    reused = lm.encode(TEXTS, prefix, batch_size=batch_size, reuse_prefix=True)
+    full = lm.encode(TEXTS, prefix, batch_size=batch_size, reuse_prefix=False)
+    assert reused.shape == (len(TEXTS), 32) and reused.dtype == np.float32
+    np.testing.assert_allclose(reused, full, atol=1e-5, rtol=1e-4)
+
+
+def test_prefix_changes_the_vectors(tiny_causal_dir):
+    """The region tokens attend to the task prompt: another task gives other vectors."""
+    lm = load_language_model(str(tiny_causal_dir))
+    crime = lm.encode(TEXTS, task_template("crime"))
+    income = lm.encode(TEXTS, task_template("income"))
+    assert np.abs(crime - income).max() > 1e-3
+
+
+def test_causal_pooling_is_the_mean_over_region_tokens(tiny_causal_dir):
+    """Checked against a plain forward pass of one unpadded sequence."""
+    lm = load_language_model(str(tiny_causal_dir))
+    prefix = task_template("check_in")
+    prefix_ids = lm.prefix_ids(prefix)
+    text_ids = lm.tokenizer(TEXTS[2], add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        hidden = lm.model(input_ids=torch.tensor([prefix_ids + text_ids]),
+                          output_hidden_states=True).hidden_states[-1][0]  # (P + T, H)
+    expected = hidden[len(prefix_ids):].mean(0).numpy()
+    np.testing.assert_allclose(lm.encode([TEXTS[2]], prefix)[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_causal_dir", "tiny_encoder_dir", "tiny_qwen2_vl_dir"])
+def test_padding_never_enters_the_mean(fixture, request):
+    """A short text gives the same vector alone and in a batch padded for a long one."""
+    lm = load_language_model(str(request.getfixturevalue(fixture)))
+    prefix = task_template("service_call")
+    short, long = TEXTS[1], TEXTS[2] + " " + TEXTS[4]
+    alone = lm.encode([short], prefix, batch_size=1)
+    batched = lm.encode([short, long], prefix, batch_size=2)
+    np.testing.assert_allclose(batched[0], alone[0], atol=1e-5)
+    assert np.abs(batched[1] - alone[0]).max() > 1e-4
+
+
+def test_encoder_pools_over_the_region_text(tiny_encoder_dir):
+    lm = load_language_model(str(tiny_encoder_dir))
+    vectors = lm.encode(TEXTS, task_template("crime"), batch_size=2)
+    assert vectors.shape == (5, 32)
+    assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
+    # A template far longer than the model's 512 positions is cut, not an error.
+    assert np.isfinite(lm.encode(TEXTS[:1], task_template("crime") * 6)).all()
+
+
+def _image(seed: int) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(56, 56, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def test_multimodal_pooling_excludes_image_tokens_and_padding(tiny_qwen2_vl_dir):
+    lm = load_language_model(str(tiny_qwen2_vl_dir))
+    texts = [TEXTS[1], TEXTS[2]]
+    inputs, pool = lm.inputs(texts, task_template("crime", has_image=True),
+                             [_image(0), _image(1)])
+    image_positions = inputs["input_ids"] == lm.image_token_id
+    assert image_positions.sum() > 0  # the image really expanded into placeholder tokens
+    assert "pixel_values" in inputs and "image_grid_thw" in inputs
+    assert pool[image_positions].sum() == 0
+    assert pool[inputs["attention_mask"] == 0].sum() == 0
+    counts = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert pool.sum(1).tolist() == counts
+    # The pooled positions are the region text, at the end of each row's real tokens.
+    lengths = inputs["attention_mask"].sum(1).tolist()
+    for row, (count, length) in enumerate(zip(counts, lengths)):
+        assert pool[row, length - count: length].sum() == count
+
+
+def test_multimodal_image_changes_the_vector(tiny_qwen2_vl_dir):
+    lm = load_language_model(str(tiny_qwen2_vl_dir))
+    prefix = task_template("crime", has_image=True)
+    text = [TEXTS[0]]
+    first = lm.encode(text, prefix, images=[_image(0)])
+    again = lm.encode(text, prefix, images=[_image(0)])
+    other = lm.encode(text, prefix, images=[_image(1)])
+    np.testing.assert_allclose(first, again, atol=1e-6)
+    assert np.abs(first - other).max() > 1e-4
+    assert lm.encode(text, prefix).shape == (1, 32)  # text alone works too
+
+
+def test_text_only_models_refuse_images(tiny_causal_dir):
+    lm = load_language_model(str(tiny_causal_dir))
+    with pytest.raises(InputError, match="cannot read images"):
+        lm.encode(TEXTS[:1], "x", images=[_image(0)])
