@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from engine.data.dataset import RegionDataset
@@ -41,7 +42,7 @@ def _cell(draw, origin, size, i):
 
     x0, y0 = origin
     x, y = x0 + (i % 4) * size, y0 + (i // 4) * size
-    shape = draw(st.sampled_from(["cell"] * 8 + ["overlap", "sliver", "bowtie", "multi",
+    shape = draw(st.sampled_from(["cell"] * 40 + ["overlap", "sliver", "bowtie", "multi",
                                                  "point", "empty", "none"]))
     if shape == "cell":
         return box(x, y, x + size, y + size)
@@ -68,8 +69,7 @@ def _column(draw, n: int):
     if kind == "all null":
         return [None] * n
     if kind == "float":
-        values = draw(st.lists(st.floats(-1e6, 1e6, allow_nan=True, allow_infinity=False),
-                               min_size=n, max_size=n))
+        values = draw(st.lists(st.floats(-1e6, 1e6) | st.just(math.nan), min_size=n, max_size=n))
     elif kind == "int":
         values = draw(st.lists(st.integers(-1000, 10**6), min_size=n, max_size=n))
         return values  # an integer column stays without nulls (GeoPackage would make it float)
@@ -88,11 +88,11 @@ def layers_and_spec(draw):
     from shapely.geometry import Point
 
     n = draw(st.integers(1, 12))
-    crs = draw(st.sampled_from([*CRS_FRAMES, None]))
+    crs = draw(st.sampled_from([*CRS_FRAMES, *CRS_FRAMES, None]))
     origin, size = CRS_FRAMES[crs or "EPSG:32618"]
     geometry = [_cell(draw, origin, size, i) for i in range(n)]
     columns = {f"f{j}": _column(draw, n) for j in range(draw(st.integers(1, 3)))}
-    id_kind = draw(st.sampled_from(["none", "unique int", "unique text", "repeated", "with null"]))
+    id_kind = draw(st.sampled_from(["none", "unique int", "unique text"] * 2 + ["repeated", "with null"]))
     if id_kind == "unique int":
         columns["rid"] = list(range(100, 100 + n))
     elif id_kind == "unique text":
@@ -130,10 +130,12 @@ def layers_and_spec(draw):
 
 def _write(frame, path: Path, layer: str, fmt: str) -> None:
     try:
-        if fmt == "gpkg":
-            frame.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
-        else:
-            frame.to_file(path, driver="GeoJSON", engine="pyogrio")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "crs was not provided": a layer without CRS is a case
+            if fmt == "gpkg":
+                frame.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
+            else:
+                frame.to_file(path, driver="GeoJSON", engine="pyogrio")
     except Exception:  # the fuzzer drew something GDAL itself cannot write: not a reader case
         assume(False)
 
@@ -195,11 +197,40 @@ def test_readers_give_a_dataset_or_an_input_error(case):
         try:
             dataset = build.build_dataset(spec, log=messages.append)
         except InputError as error:
+            event("input error")
             assert error.message.strip(), "an InputError without a message"
             assert "Traceback" not in error.describe()
         else:
+            event("dataset")
             assert isinstance(dataset, RegionDataset)
             _check_valid(dataset, len(regions))
         assert all(isinstance(m, str) and m for m in messages)
         after = {p.name: p.read_bytes() for p in Path(folder).iterdir()}
         assert after == before, "the reader changed or added files beside the user's layers"
+
+
+def test_a_clean_layer_gives_a_dataset(tmp_path):
+    """The fuzz test above would pass with a reader that refuses everything: this one would not."""
+    import geopandas as gpd
+    from shapely.geometry import Point, box
+
+    regions = gpd.GeoDataFrame(
+        {"rid": [f"R{i}" for i in range(6)], "f0": np.arange(6.0), "t": [1.0, None, 3, 4, 5, 6]},
+        geometry=[box(i * 400.0, 0, (i + 1) * 400.0, 400.0) for i in range(6)], crs="EPSG:32618")
+    regions.to_file(tmp_path / "r.gpkg", layer="regions", driver="GPKG", engine="pyogrio")
+    points = gpd.GeoDataFrame({"cat": ["shop", "park", "shop"]}, crs="EPSG:32618",
+                              geometry=[Point(100, 100), Point(900, 200), Point(2300, 50)])
+    points.to_crs("EPSG:4326").to_file(tmp_path / "p.gpkg", layer="poi", driver="GPKG",
+                                       engine="pyogrio")
+    spec = {"regions": {"path": str(tmp_path / "r.gpkg"), "layer": "regions", "id_field": "rid",
+                        "fields": ["f0"]},
+            "points": [{"path": str(tmp_path / "p.gpkg"), "layer": "poi", "category_field": "cat",
+                        "view": "poi"}],
+            "targets": ["t"]}
+    dataset = build.build_dataset(spec, log=lambda message: None)
+    _check_valid(dataset, 6)
+    assert dataset.n_regions == 6
+    assert list(dataset.region_ids) == [f"R{i}" for i in range(6)]
+    assert np.isnan(dataset.targets["t"][1]) and dataset.targets["t"][5] == 6.0
+    poi = np.asarray(dataset.views["poi"].matrix)
+    assert poi.sum() == 3  # every point counted once, after reprojection from EPSG:4326
