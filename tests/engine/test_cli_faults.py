@@ -299,10 +299,11 @@ def _tmpfs(path: Path, options: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_read_only_output_folder_is_an_input_error(untouched, tmp_path):
+@pytest.mark.parametrize("inside", [True, False], ids=["new-subfolder", "existing-folder"])
+def test_read_only_output_folder_is_an_input_error(untouched, tmp_path, inside):
     _needs("engine.data.build")
     with _tmpfs(tmp_path / "readonly", "ro,size=1m") as folder:
-        out = folder / "results"
+        out = folder / "results" if inside else folder
         rc, events, stderr = _run(["embed", *_data_args(untouched), "--out-dir", str(out)])
         assert rc == 2, stderr
         error = _error(events)
