@@ -1,0 +1,1 @@
+"""The ToPT Processing algorithms, one per file."""

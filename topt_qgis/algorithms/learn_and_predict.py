@@ -1,0 +1,155 @@
+"""Learn region embeddings and predict: the one-click algorithm (engine `train`, or `embed`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterVectorDestination,
+    QgsVectorLayer,
+)
+
+from .. import writeback
+from .base import ToptAlgorithm, copy_folder, engine_output, tr
+
+
+class GraduatedStyle(QgsProcessingLayerPostProcessorInterface):
+    """Gives the output layer a graduated style on its first prediction field once loaded."""
+
+    keep_alive: list[GraduatedStyle] = []  # Processing holds a raw pointer; Python must keep it
+
+    def __init__(self, field_name: str) -> None:
+        super().__init__()
+        self.field_name = field_name
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        if isinstance(layer, QgsVectorLayer):
+            writeback.apply_graduated_style(layer, self.field_name)
+
+    @classmethod
+    def create(cls, field_name: str) -> GraduatedStyle:
+        made = cls(field_name)
+        cls.keep_alive.append(made)
+        return made
+
+
+class LearnAndPredictAlgorithm(ToptAlgorithm):
+    NAME = "learn_and_predict"
+    DISPLAY_NAME = "Learn region embeddings and predict"
+    HELP = (
+        "Learns an embedding of every region from the data layers (points of interest, land use, "
+        "trips, rasters, numeric fields) with SREL, then learns each target field with "
+        "Prompt4RE, guided by a language model that reads the task description. Regions whose "
+        "target is empty get a prediction; labelled regions get an honest cross-validated one.\n\n"
+        "Outputs: a new layer with the region fields plus emb_000... (the embedding), "
+        "pred_<target> and fold_<target>; the trained model folder (with metrics.json); and an "
+        "HTML report of the evaluation. With 'Write the new fields into the region layer' the "
+        "fields are also added to the region layer itself, matched by region id.\n\n"
+        "Without target fields, only the embedding is learned.")
+    COMMAND = "train"
+
+    def initAlgorithm(self, config=None):
+        self.add_data_parameters()
+        self.add_run_parameters()
+        self.addParameter(QgsProcessingParameterBoolean(
+            "WRITE_BACK", tr("Write the new fields into the region layer too"), False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "OVERWRITE_FIELDS", tr("Overwrite fields of the same name in the region layer"), False))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            "OUTPUT", tr("Regions with embeddings and predictions")))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            "MODEL_OUTPUT", tr("Model folder"), optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "REPORT", tr("Report"), tr("HTML files (*.html)"), optional=True,
+            createByDefault=True))
+        self.addOutput(QgsProcessingOutputString("FIELD_NAMES", tr("Result field -> layer field")))
+
+    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        work_dir = self.work_dir()
+        job = self.build_job(parameters, context, feedback, work_dir)
+        job.update(self.run_options(parameters, context))
+        command = self.COMMAND if job["targets"] else "embed"
+        if command == "embed":
+            feedback.pushInfo("No target field chosen: learning the region embedding only.")
+        result = self.run_engine(command, job, work_dir, feedback)
+        if feedback.isCanceled():
+            raise QgsProcessingException("The ToPT run was cancelled; nothing was written.")
+        return self.publish(parameters, context, feedback, work_dir, result)
+
+    def publish(self, parameters, context, feedback, work_dir: Path, result) -> dict[str, Any]:
+        """Copies the engine's outputs to the user's outputs; plans the write-back."""
+        regions_file = engine_output(result, work_dir, "regions", "regions.gpkg")
+        result_layer = QgsVectorLayer(f"{regions_file}|layername=regions", "result", "ogr")
+        if not result_layer.isValid():
+            result_layer = QgsVectorLayer(str(regions_file), "result", "ogr")
+        if not result_layer.isValid():
+            raise QgsProcessingException(f"the engine's result {regions_file} cannot be read.")
+        id_field = self.parameterAsString(parameters, "ID_FIELD", context)
+        result_id = id_field if id_field in result_layer.fields().names() else "region_id"
+        outputs: dict[str, Any] = {}
+
+        output_path = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        source = self.parameterAsSource(parameters, "REGIONS", context)
+        report = writeback.write_output_layer(
+            source, id_field, result_layer, result_id, output_path, context.transformContext(),
+            feedback=feedback)
+        outputs["OUTPUT"] = output_path
+        outputs["FIELD_NAMES"] = ", ".join(f"{k}->{v}" for k, v in report.renamed().items())
+        prediction = next((v for k, v in report.field_names.items() if k.startswith("pred_")),
+                          None)
+        if prediction:
+            self._style_output(output_path, prediction, context)
+
+        model_target = self.parameterAsString(parameters, "MODEL_OUTPUT", context)
+        model_dir = result.outputs.get("model") or work_dir / "engine-output" / "model"
+        if model_target and Path(model_dir).is_dir():
+            outputs["MODEL_OUTPUT"] = copy_folder(Path(model_dir), model_target)
+            metrics = result.outputs.get("metrics") or work_dir / "engine-output" / "metrics.json"
+            if Path(metrics).is_file():
+                shutil.copy2(metrics, Path(model_target) / "metrics.json")
+        report_target = self.parameterAsFileOutput(parameters, "REPORT", context)
+        report_file = result.outputs.get("report") or work_dir / "engine-output" / "report.html"
+        if report_target and Path(report_file).is_file():
+            shutil.copy2(report_file, report_target)
+            outputs["REPORT"] = report_target
+
+        if self.parameterDefinition("WRITE_BACK") is not None and \
+                self.parameterAsBool(parameters, "WRITE_BACK", context):
+            self._write_back = (self.region_layer(parameters, context), id_field, str(regions_file),
+                                result_id,
+                                self.parameterAsBool(parameters, "OVERWRITE_FIELDS", context))
+        return outputs
+
+    def _style_output(self, output_path: str, field_name: str, context) -> None:
+        layer = QgsVectorLayer(output_path, "output", "ogr")
+        if layer.isValid() and writeback.apply_graduated_style(layer, field_name):
+            if output_path.lower().endswith(".gpkg"):
+                layer.saveStyleToDatabase("topt", "graduated on " + field_name, True, "")
+        if context.willLoadLayerOnCompletion(output_path):
+            details = context.layerToLoadOnCompletionDetails(output_path)
+            details.setPostProcessor(GraduatedStyle.create(field_name))
+
+    def postProcessAlgorithm(self, context, feedback):
+        """Writes the fields into the region layer on the main thread, after a successful run."""
+        plan = getattr(self, "_write_back", None)
+        if not plan:
+            return {}
+        layer, id_field, regions_file, result_id, overwrite = plan
+        result_layer = QgsVectorLayer(f"{regions_file}|layername=regions", "result", "ogr")
+        try:
+            writeback.write_fields_into_layer(layer, id_field, result_layer, result_id,
+                                              overwrite=overwrite, feedback=feedback)
+        except writeback.WriteBackError as exc:
+            feedback.reportError(f"The region layer was not changed: {exc}", fatalError=False)
+        return {}
