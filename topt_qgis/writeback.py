@@ -279,11 +279,12 @@ def _report(report: WriteBackReport, layer_name: str, feedback: QgsProcessingFee
         feedback.pushInfo(f"{report.unknown_ids} ids in the result are not in the layer.")
 
 
-def write_output_layer(regions: QgsVectorLayer, regions_id_field: str, result: QgsVectorLayer,
+def write_output_layer(regions, regions_id_field: str, result: QgsVectorLayer,
                        result_id_field: str, path: str, transform_context, *,
-                       feedback: QgsProcessingFeedback | None = None,
-                       selected_only: bool = False) -> WriteBackReport:
+                       feedback: QgsProcessingFeedback | None = None) -> WriteBackReport:
     """A new layer at `path`: the regions' geometry and fields plus the result fields by id.
+
+    `regions` is a feature source (a layer, or Processing's source with its selection applied).
 
     A region field with the same name as a result field (say pred_crime from an earlier run) is
     replaced by the new one. The format follows the file extension (.gpkg, .shp, .geojson...).
@@ -312,19 +313,18 @@ def write_output_layer(regions: QgsVectorLayer, regions_id_field: str, result: Q
     options.driverName = QgsVectorFileWriter.driverForExtension(extension) or "GPKG"
     options.fileEncoding = "UTF-8"
     options.layerName = os.path.splitext(os.path.basename(path))[0]
-    writer = QgsVectorFileWriter.create(path, out_fields, regions.wkbType(), regions.crs(),
+    writer = QgsVectorFileWriter.create(path, out_fields, regions.wkbType(), regions.sourceCrs(),
                                         transform_context, options)
     if writer.hasError() != QgsVectorFileWriter.NoError:
         raise WriteBackError(f"cannot create the output layer {path}: {writer.errorMessage()}")
     kept_indexes = [regions.fields().indexOf(f.name()) for f in kept]
     id_index = regions.fields().indexOf(regions_id_field)
     if id_index < 0:
-        raise WriteBackError(f"layer '{regions.name()}' has no field '{regions_id_field}'.")
+        raise WriteBackError(f"layer '{regions.sourceName()}' has no field '{regions_id_field}'.")
     report = WriteBackReport(field_names=planned)
     empty = [None] * len(source_names)
-    features = regions.getSelectedFeatures() if selected_only else regions.getFeatures()
     seen = set()
-    for feature in features:
+    for feature in regions.getFeatures():
         attributes = feature.attributes()
         key = region_key(attributes[id_index])
         row = values.get(key)

@@ -141,7 +141,6 @@ def make_points(path: Path, count: int = 30) -> str:
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = "pois"
-    options.actionOnExistingFile = QgsVectorFileWriter.CreateOrOverwriteLayer
     error = QgsVectorFileWriter.writeAsVectorFormatV2(memory, str(path),
                                                       QgsCoordinateTransformContext(), options)
     assert error[0] == QgsVectorFileWriter.NoError, error

@@ -1,0 +1,219 @@
+"""Each algorithm through processing.run, with the fake engine (tests/plugin/fake_engine)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import checksum, make_regions
+
+
+def run(algorithm: str, parameters: dict, feedback=None):
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    return processing.run(f"topt:{algorithm}", parameters, context=context,
+                          feedback=feedback or QgsProcessingFeedback())
+
+
+def layer_values(path: str, id_field: str, field: str) -> dict:
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(path, "check", "ogr")
+    assert layer.isValid(), path
+    return {f[id_field]: f[field] for f in layer.getFeatures()}
+
+
+def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gpkg, points_gpkg,
+                                                         tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    before = checksum(regions_gpkg.split("|")[0])
+    result = run("learn_and_predict", {
+        "REGIONS": regions_gpkg, "ID_FIELD": "region_id", "POINTS": points_gpkg,
+        "POINT_CATEGORY_FIELD": "category", "TARGETS": ["crime", "check_in"],
+        "TASK_DESCRIPTIONS": "crime: crimes reported per region", "LANGUAGE_MODEL": "minilm",
+        "EMBEDDING_SIZE": 4, "FOLDS": 3, "SHUFFLE": False, "SEED": 5,
+        "OUTPUT": str(tmp_path / "out.gpkg"), "MODEL_OUTPUT": str(tmp_path / "model"),
+        "REPORT": str(tmp_path / "report.html")})
+    output = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
+    names = output.fields().names()
+    assert {"region_id", "name", "crime", "emb_000", "emb_003", "pred_crime", "pred_check_in",
+            "fold_crime"} <= set(names)
+    assert output.featureCount() == 12
+    for feature in output.getFeatures():  # the fake engine shuffled its rows: ids must match
+        assert feature["pred_crime"] == pytest.approx(2 * feature["region_id"] + 0.5)
+        assert feature["emb_002"] == pytest.approx(10 * feature["region_id"] + 2)
+        assert feature.geometry().area() == pytest.approx(10000)
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert (tmp_path / "model" / "metrics.json").is_file()
+    assert "fake report" in (tmp_path / "report.html").read_text()
+    job = json.loads(Path(fake_engine.record()["argv"][fake_engine.record()["argv"].index("--job") + 1]).read_text())
+    assert job["regions"]["id_field"] == "region_id" and job["targets"] == ["crime", "check_in"]
+    assert job["points"][0]["category_field"] == "category"
+    assert job["task_descriptions"] == {"crime": "crimes reported per region"}
+    assert job["language_model"] == "minilm" and job["folds"] == 3 and job["shuffle"] is False
+    assert job["seed"] == 5 and job["embedding_size"] == 4
+    assert job["regions"]["path"] == regions_gpkg.split("|")[0]  # a file layer is read in place
+    assert checksum(regions_gpkg.split("|")[0]) == before  # no write-back asked: unchanged
+    assert output.renderer().type() in ("graduatedSymbol", "singleSymbol")
+
+
+def test_output_layer_gets_graduated_style_saved(fake_engine, regions_gpkg, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    result = run("learn_and_predict", {
+        "REGIONS": regions_gpkg, "ID_FIELD": "region_id", "TARGETS": ["crime"],
+        "EMBEDDING_SIZE": 2, "OUTPUT": str(tmp_path / "styled.gpkg")})
+    layer = QgsVectorLayer(result["OUTPUT"], "styled", "ogr")
+    assert layer.renderer().type() == "graduatedSymbol"  # the default style in the GeoPackage
+    assert layer.renderer().classAttribute() == "pred_crime"
+
+
+def test_memory_layer_and_selection_are_exported_for_the_engine(fake_engine, tmp_path):
+    from qgis.core import (
+        QgsProcessingFeatureSourceDefinition,
+        QgsProject,
+        QgsVectorLayer,
+    )
+
+    source = make_regions(tmp_path / "src.gpkg")
+    disk = QgsVectorLayer(source, "disk", "ogr")
+    memory = disk.materialize(disk.createFeatureRequestForSelection() if False else
+                              __import__("qgis.core", fromlist=["QgsFeatureRequest"])
+                              .QgsFeatureRequest())
+    memory.setName("memory regions")
+    QgsProject.instance().addMapLayer(memory)
+    try:
+        memory.selectByExpression('"region_id" < 104')
+        result = run("learn_and_predict", {
+            "REGIONS": QgsProcessingFeatureSourceDefinition(memory.id(), True),
+            "ID_FIELD": "region_id", "TARGETS": ["crime"], "EMBEDDING_SIZE": 2,
+            "OUTPUT": str(tmp_path / "sel.gpkg")})
+        job_path = fake_engine.record()["argv"][fake_engine.record()["argv"].index("--job") + 1]
+        job = json.loads(Path(job_path).read_text())
+        assert job["regions"]["path"].endswith("inputs.gpkg")
+        output = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
+        assert sorted(f["region_id"] for f in output.getFeatures()) == [100, 101, 102, 103]
+    finally:
+        QgsProject.instance().removeMapLayer(memory.id())
+
+
+def test_engine_gets_argument_list_clean_environment_and_importable_source(fake_engine,
+                                                                          regions_gpkg, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("PYTHONHOME", "/qgis/python")
+    monkeypatch.setenv("PYTHONPATH", "/qgis/python/plugins")
+    monkeypatch.setenv("PROJ_LIB", "/qgis/proj")
+    monkeypatch.setenv("GDAL_DATA", "/qgis/gdal")
+    monkeypatch.setenv("QT_PLUGIN_PATH", "/qgis/qt")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run("build_region_features", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                                  "OUTPUT": str(tmp_path / "dataset.json")})
+    seen = fake_engine.record()
+    env = seen["env"]
+    for dropped in ("PYTHONHOME", "PROJ_LIB", "GDAL_DATA", "QT_PLUGIN_PATH"):
+        assert dropped not in env, dropped
+    assert env["PYTHONPATH"] == str(Path(__file__).resolve().parent / "fake_engine")
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert seen["command"] == "prepare"
+    assert seen["argv"][-2:] == ["--events", "jsonl"]
+
+
+def test_build_region_features_writes_the_summary(fake_engine, regions_gpkg, tmp_path):
+    result = run("build_region_features", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                                           "OUTPUT": str(tmp_path / "dataset.json")})
+    assert json.loads(Path(result["OUTPUT"]).read_text())["n_regions"] == 12
+    assert result["REGION_COUNT"] == 12
+
+
+def test_train_then_predict_with_the_model(fake_engine, regions_gpkg, tmp_path):
+    trained = run("train_model", {
+        "REGIONS": regions_gpkg, "ID_FIELD": "region_id", "TARGETS": ["crime"],
+        "EMBEDDING_SIZE": 3, "MODEL_OUTPUT": str(tmp_path / "model"),
+        "METRICS": str(tmp_path / "metrics.json"), "OUTPUT": str(tmp_path / "trained.gpkg")})
+    assert json.loads(Path(trained["METRICS"]).read_text()) == {"crime": {"r2": 0.5}}
+    other = make_regions(tmp_path / "other.gpkg", count=5)
+    predicted = run("predict_with_model", {
+        "MODEL": trained["MODEL_OUTPUT"], "REGIONS": other, "ID_FIELD": "region_id",
+        "OUTPUT": str(tmp_path / "predicted.gpkg")})
+    values = layer_values(predicted["OUTPUT"], "region_id", "pred_crime")
+    assert values == {100 + i: pytest.approx(2 * (100 + i) + 0.5) for i in range(5)}
+    assert fake_engine.record()["argv"][fake_engine.record()["argv"].index("--model") + 1] == \
+        trained["MODEL_OUTPUT"]
+
+
+def test_check_engine_reports_python_device_and_model(fake_engine):
+    result = run("check_engine", {})
+    assert result["ENGINE_FOUND"] is True
+    assert result["DEVICE"] == "cpu" and result["ENGINE_VERSION"] == "0.0-fake"
+    assert result["DEFAULT_MODEL_AVAILABLE"] is True
+    assert result["PYTHON"]
+
+
+def test_check_engine_without_engine_says_how_to_install(provider, clean_settings, monkeypatch,
+                                                         tmp_path):
+    monkeypatch.setenv("TOPT_ENGINE_PYTHON", str(tmp_path / "missing"))
+    result = run("check_engine", {})
+    assert result["ENGINE_FOUND"] is False
+
+
+def test_input_error_from_engine_names_layer_field_and_hint(fake_engine, regions_gpkg, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    fake_engine.set_mode("input_error")
+    before = checksum(regions_gpkg.split("|")[0])
+    with pytest.raises(QgsProcessingException) as raised:
+        run("learn_and_predict", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                                  "TARGETS": ["crime"], "WRITE_BACK": True,
+                                  "OUTPUT": str(tmp_path / "never.gpkg")})
+    message = str(raised.value)
+    assert "crime" in message and "only 3 regions" in message and "more values" in message
+    assert checksum(regions_gpkg.split("|")[0]) == before
+    assert not (tmp_path / "never.gpkg").exists()
+
+
+def test_crashing_engine_gives_a_clear_message_and_leaves_the_layer(fake_engine, regions_gpkg,
+                                                                     tmp_path):
+    from qgis.core import QgsProcessingException
+
+    fake_engine.set_mode("crash")
+    before = checksum(regions_gpkg.split("|")[0])
+    with pytest.raises(QgsProcessingException) as raised:
+        run("learn_and_predict", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                                  "TARGETS": ["crime"], "WRITE_BACK": True,
+                                  "OUTPUT": str(tmp_path / "never.gpkg")})
+    message = str(raised.value)
+    assert "exit code 1" in message and "segmentation fault in fake kernel" in message
+    assert checksum(regions_gpkg.split("|")[0]) == before
+
+
+def test_malformed_lines_and_a_flooded_stderr_do_not_stop_the_run(fake_engine, regions_gpkg,
+                                                                   tmp_path):
+    for mode in ("malformed", "stderr_flood"):
+        fake_engine.set_mode(mode)
+        result = run("learn_and_predict", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                                           "TARGETS": ["crime"], "EMBEDDING_SIZE": 2,
+                                           "OUTPUT": str(tmp_path / f"{mode}.gpkg")})
+        assert len(layer_values(result["OUTPUT"], "region_id", "pred_crime")) == 12
+
+
+def test_write_back_into_the_region_layer(fake_engine, tmp_path):
+    from qgis.core import QgsProject, QgsVectorLayer
+
+    source = make_regions(tmp_path / "mine.gpkg")
+    layer = QgsVectorLayer(source, "mine", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        run("learn_and_predict", {"REGIONS": layer.id(), "ID_FIELD": "region_id",
+                                  "TARGETS": ["crime"], "EMBEDDING_SIZE": 3, "WRITE_BACK": True,
+                                  "OUTPUT": str(tmp_path / "new.gpkg")})
+        assert {"emb_000", "emb_002", "pred_crime", "fold_crime"} <= set(layer.fields().names())
+        for feature in layer.getFeatures():
+            assert feature["pred_crime"] == pytest.approx(2 * feature["region_id"] + 0.5)
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
