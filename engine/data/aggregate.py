@@ -34,7 +34,9 @@ class RegionIndex:
         where = np.full(len(points), -1, dtype=np.int64)
         valid = ~(shapely.is_missing(points) | shapely.is_empty(points))
         point_idx, region_idx = self.tree.query(points[valid], predicate="intersects")
-        first = np.unique(point_idx, return_index=True)[1]  # boundary points: first region only
+        order = np.lexsort((region_idx, point_idx))
+        point_idx, region_idx = point_idx[order], region_idx[order]
+        first = np.unique(point_idx, return_index=True)[1]  # boundary points: lowest region only
         where[np.flatnonzero(valid)[point_idx[first]]] = region_idx[first]
         return where
 
