@@ -18,9 +18,10 @@ from engine.errors import InputError
 class RegionIndex:
     """The regions' polygons in a projected CRS with a spatial index, to locate things in them."""
 
-    def __init__(self, geometry, crs) -> None:
+    def __init__(self, geometry, crs, layer_crs=None) -> None:
         self.geometry = np.asarray(geometry)  # (N,) shapely polygons, projected CRS
         self.crs = crs  # pyproj CRS of `geometry`
+        self.layer_crs = crs if layer_crs is None else layer_crs  # the region layer's own CRS
         self.tree = shapely.STRtree(self.geometry)
         self.area = shapely.area(self.geometry)  # (N,) square metres
 
@@ -66,7 +67,7 @@ def point_counts(path: str, layer: str | None, regions: RegionIndex, *, category
     """Counts per category per region (N, C) from a point layer; one column without a category."""
     frame, label = read_vector(path, layer, want=("point",))
     _spatial(frame, label, "points")
-    frame = to_crs(frame, regions.crs, label, report)
+    frame = to_crs(frame, regions.crs, label, report, regions.layer_crs)
     types = set(frame.geometry.geom_type.dropna().unique())
     if types - {"Point", "MultiPoint"}:
         raise InputError(f"the layer must hold points, it holds {', '.join(sorted(types))}",
@@ -118,7 +119,7 @@ def landuse_view(path: str, layer: str | None, regions: RegionIndex, *, class_fi
         raise InputError(f"the land-use layer must hold polygons or points, it holds "
                          f"{', '.join(sorted(types))}", layer=label,
                          hint="Choose a polygon or point layer.")
-    frame = to_crs(frame, regions.crs, label, report)
+    frame = to_crs(frame, regions.crs, label, report, regions.layer_crs)
     codes, columns = _categories(frame[class_field])
     geometry = frame.geometry.values
     invalid = ~shapely.is_valid(geometry)

@@ -111,7 +111,7 @@ def build_dataset(spec: dict | DataSpec, log: Callable[[str], None] | None = Non
     crs = projected_crs(regions.frame.geometry)
     projected = regions.frame.geometry.to_crs(crs) if regions.frame.crs != crs else \
         regions.frame.geometry
-    index = RegionIndex(projected.values, crs)
+    index = RegionIndex(projected.values, crs, regions.frame.crs)
     views: dict[str, View] = dict(regions.views)
     sources: dict = {"regions": regions.label}
 

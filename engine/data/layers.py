@@ -152,15 +152,19 @@ def require_crs(frame, label: str) -> None:
                          hint="Set its CRS in QGIS (Layer Properties > Source) and save it.")
 
 
-def to_crs(frame, crs, label: str, report: Report, target_label: str = "the region layer"):
-    """Reproject a layer into the regions' CRS, reporting it when the CRSs differ."""
+def to_crs(frame, crs, label: str, report: Report, reference_crs=None):
+    """Reproject a layer into `crs`; reported when its CRS differs from the region layer's.
+
+    `reference_crs` is the region layer's own CRS (default `crs`): a layer in the same CRS as the
+    regions is projected silently along with them.
+    """
     require_crs(frame, label)
-    if frame.crs == crs:
-        return frame
-    report.note("reprojected", label, f"{frame.crs.to_string()} -> {crs.to_string()}")
-    report.warn(f"layer '{label}' is in {frame.crs.to_string()}, {target_label} in "
-                f"{crs.to_string()}: it was reprojected")
-    return frame.to_crs(crs)
+    reference = crs if reference_crs is None else reference_crs
+    if frame.crs != reference:
+        report.note("reprojected", label, f"{frame.crs.to_string()} -> {reference.to_string()}")
+        report.warn(f"layer '{label}' is in {frame.crs.to_string()}, the region layer in "
+                    f"{reference.to_string()}: it was reprojected")
+    return frame if frame.crs == crs else frame.to_crs(crs)
 
 
 def require_field(frame, name: str, label: str, role: str) -> pd.Series:

@@ -47,6 +47,10 @@ def raster_view(path: str, regions_geometry, regions_crs, *, stats: list[str] | 
             import geopandas as gpd
 
             geometry = np.asarray(gpd.GeoSeries(geometry, crs=regions_crs).to_crs(source.crs).values)
+            report.note("reprojected", label, f"regions measured in the raster's "
+                        f"{source.crs.to_string()}")
+            report.warn(f"raster '{label}' is in {source.crs.to_string()}, the region layer in "
+                        f"{regions_crs.to_string()}: the regions were reprojected onto it")
         n = len(geometry)
         xmin, ymin, xmax, ymax = shapely.total_bounds(geometry)
         window = from_bounds(xmin, ymin, xmax, ymax, transform=source.transform)

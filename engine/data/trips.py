@@ -78,7 +78,7 @@ def _od_rows(frame, label, region_ids, origin_field, destination_field, report):
 
 
 def _line_rows(frame, label, regions: RegionIndex, report):
-    frame = to_crs(frame, regions.crs, label, report)
+    frame = to_crs(frame, regions.crs, label, report, regions.layer_crs)
     types = set(frame.geometry.geom_type.dropna().unique())
     if not types <= {"LineString", "MultiLineString"}:
         raise InputError(f"a trips layer without origin/destination fields must hold lines, it "
