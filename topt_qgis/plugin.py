@@ -33,8 +33,10 @@ class ToptPlugin:
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS API)
         if self.provider is None:
-            self.provider = ToptProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+            provider = ToptProvider()
+            # addProvider refuses a second "topt" (and then owns and deletes the object).
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
 
     def initGui(self) -> None:  # noqa: N802 (QGIS API)
         self.initProcessing()
