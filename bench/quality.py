@@ -1,0 +1,266 @@
+"""Quality on a benchmark folder (Manhattan by default): regression and land-use clustering.
+
+Every row is a pooled K-fold evaluation (`engine.training.cv.cross_val_predict_pooled`) of one
+model on one task, repeated over seeds where a seed changes anything (SREL's weights, the
+Prompt4RE fit, the boosting), and summarised as mean ± std. Rows:
+
+- raw features -> Ridge(alpha=1) (the literature's baseline), RidgeCV on raw and on robust
+  (log) features and log targets, gradient boosting tuned inside the training folds
+  (`engine.training.baselines`);
+- SREL embeddings -> Ridge(alpha=1) (the literature's protocol for embeddings);
+- SREL + Prompt4RE, the engine's default per-task model;
+- ablations: SREL without the distance bias, without centrality, no prompt (a constant
+  semantic vector), and each language model;
+- the paper protocol (choices on the test fold), labelled OPTIMISTIC, for the same models.
+
+Land-use clustering: KMeans(k = classes) on each embedding, NMI and ARI
+(`engine.training.metrics.clustering_metrics`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+Log = Callable[[str], None]
+
+MANHATTAN = Path("/work/shared/data/manhattan")
+LITERATURE_TASKS = ("crime", "check_in", "service_call", "carbon", "income")
+SREL_VARIANTS = {  # name -> SRELConfig overrides
+    "srel": {},
+    "srel_no_distance": {"use_distance_bias": False},
+    "srel_no_centrality": {"use_centrality": False},
+}
+
+
+@dataclass
+class QualitySettings:
+    """What the quality benchmark runs."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)  # SREL / Prompt4RE / boosting seeds; mean ± std over them
+    tasks: tuple[str, ...] | None = None  # targets to evaluate (None: the literature's five)
+    folds: int = 10  # outer folds (Manhattan: 10, no shuffle, as the literature)
+    shuffle: bool = False  # shuffle before folding (seed 2024 when True)
+    srel_epochs: int | None = None  # SREL epochs (None: the engine's schedule, 2000 at N=180)
+    language_model: str = "smollm2"  # the default prompt encoder
+    ablation_models: tuple[str, ...] = ("minilm",)  # other language models to compare
+    ablations: bool = True  # run the SREL and prompt ablations
+    ablation_tasks: tuple[str, ...] | None = None  # tasks for ablations and paper (None: all)
+    paper_protocol: bool = True  # also run the OPTIMISTIC paper protocol
+    gbm: bool = True  # include gradient boosting (slower)
+    device: str = "cpu"  # torch device
+    cache_dir: str | None = None  # language models' and vectors' cache (None: engine default)
+    predictor_options: dict = field(default_factory=dict)  # passed to the engine's predictor
+
+
+def _summary(runs: list[dict]) -> dict:
+    """mean and std (over seeds) of each metric; std is None for a single run."""
+    out = {}
+    for key in ("mae", "rmse", "r2", "nmi", "ari"):
+        values = [r[key] for r in runs if key in r]
+        if values:
+            out[key] = float(np.mean(values))
+            out[f"{key}_std"] = float(np.std(values)) if len(values) > 1 else None
+    out["runs"] = len(runs)
+    return out
+
+
+def _pooled(fit_predict, inputs, y, settings: QualitySettings, protocol: str) -> dict:
+    from engine.training.cv import cross_val_predict_pooled
+
+    result = cross_val_predict_pooled(fit_predict, inputs, y, folds=settings.folds,
+                                      shuffle=settings.shuffle, protocol=protocol)
+    return dict(result.metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine's default per-task model, behind one adapter
+
+
+def method_fit_predict(embeddings: np.ndarray, semantic: np.ndarray | None,
+                       features: np.ndarray, *, seed: int, device: str, options: dict):
+    """A `fit_predict` for cross_val_predict_pooled: the engine's default per-task model.
+
+    Uses `engine.training.predictor` (SREL embeddings + prompt vectors + raw features, combined
+    by inner validation). Until that module exists: Prompt4RE alone (clean inner validation).
+    """
+    try:
+        from engine.training import predictor
+    except ImportError:
+        predictor = None
+    if predictor is not None and hasattr(predictor, "make_fit_predict"):
+        return predictor.make_fit_predict(embeddings, semantic, features, seed=seed,
+                                          device=device, **options)
+    from engine.training.train_prompt4re import fit_prompt4re
+
+    sem = semantic if semantic is not None else np.ones((len(embeddings), 1), np.float32)
+    epochs = int(options.get("epochs", 3000))
+
+    def fit_predict(inputs, y, train_index, predict_index, *, selection_index=None):
+        select_on = None
+        if selection_index is not None:
+            select_on = (selection_index, y[selection_index])
+        fitted = fit_prompt4re(embeddings, sem, y, train_index, epochs=epochs, device=device,
+                               seed=seed, select_on=select_on)
+        return fitted.predict(predict_index), {"epoch": fitted.chosen_epoch}
+
+    return fit_predict
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None = None,
+                log: Log = print) -> dict:
+    """Every quality row on the benchmark folder `data`; a JSON-able dict."""
+    import torch
+
+    from engine.data.benchmark import load_benchmark_folder
+    from engine.language.encode import encode_regions
+    from engine.models.modeling_srel import SRELConfig
+    from engine.training.baselines import gbm_fit_predict, ridge_cv_fit_predict, ridge_fit_predict
+    from engine.training.features import literature_features, robust_features
+    from engine.training.metrics import clustering_metrics
+    from engine.training.train_srel import fit_srel
+
+    settings = settings or QualitySettings()
+    dataset = load_benchmark_folder(data)
+    wanted = settings.tasks or LITERATURE_TASKS
+    tasks = [t for t in wanted if t in dataset.targets]
+    missing = [t for t in wanted if t not in dataset.targets]
+    if not tasks:
+        from engine.errors import InputError
+
+        raise InputError(f"none of the tasks {', '.join(wanted)} is in the benchmark folder",
+                         layer=str(data), hint=f"Available: {', '.join(sorted(dataset.targets))}.")
+    ablation_tasks = [t for t in (settings.ablation_tasks or tasks) if t in tasks]
+    protocols = ["clean"] + (["paper"] if settings.paper_protocol else [])
+    literature = literature_features(dataset)
+    robust = robust_features(dataset)
+    out: dict = {"data": str(data), "regions": dataset.n_regions, "tasks": tasks,
+                 "missing_tasks": missing, "settings": asdict(settings),
+                 "labelled": {t: int(np.isfinite(dataset.targets[t]).sum()) for t in tasks},
+                 "rows": [], "clustering": [], "srel": {}}
+
+    def add(task: str, protocol: str, name: str, label: str, runs: list[dict],
+            seconds: float) -> None:
+        row = {"task": task, "protocol": protocol, "model": name, "label": label,
+               "optimistic": protocol == "paper", "seconds": seconds, **_summary(runs),
+               "per_seed": runs}
+        out["rows"].append(row)
+        log(f"  {task:<13} {protocol:<6} {label:<52} R2 {row['r2']:.3f}")
+
+    # 1. Baselines on raw features (no embedding involved).
+    baselines = [
+        ("raw_ridge1", "raw features -> Ridge(alpha=1) (literature)",
+         lambda seed: ridge_fit_predict(1.0), literature, False),
+        ("raw_ridgecv", "raw features -> RidgeCV (LOO in training folds)",
+         lambda seed: ridge_cv_fit_predict(), literature, False),
+        ("log_ridgecv", "log features -> RidgeCV",
+         lambda seed: ridge_cv_fit_predict(), robust, False),
+        ("log_ridgecv_logy", "log features -> RidgeCV on log1p(target)",
+         lambda seed: ridge_cv_fit_predict(target="log1p"), robust, False),
+    ]
+    if settings.gbm:
+        baselines.append(("gbm", "log features -> gradient boosting (tuned in training folds)",
+                          lambda seed: gbm_fit_predict(seed=seed), robust, True))
+    for task in tasks:
+        y = dataset.targets[task]
+        for protocol in protocols:
+            for name, label, make, features, seeded in baselines:
+                if protocol == "paper" and name == "raw_ridge1":
+                    continue  # nothing is chosen: identical to the clean protocol
+                if protocol == "paper" and task not in ablation_tasks:
+                    continue
+                start = time.perf_counter()
+                seeds = settings.seeds if seeded else settings.seeds[:1]
+                runs = [_pooled(make(seed), features, y, settings, protocol) for seed in seeds]
+                add(task, protocol, name, label, runs, time.perf_counter() - start)
+
+    # 2. SREL embeddings (no label read), per variant and seed.
+    variants = ["srel"] + (["srel_no_distance", "srel_no_centrality"] if settings.ablations else [])
+    embeddings: dict[str, dict[int, np.ndarray]] = {}
+    for variant in variants:
+        embeddings[variant] = {}
+        seconds = []
+        for seed in settings.seeds:
+            config = SRELConfig(epochs=settings.srel_epochs, **SREL_VARIANTS[variant])
+            torch.manual_seed(seed)
+            log(f"  SREL {variant} seed {seed} ...")
+            result = fit_srel(dataset, config, device=settings.device, seed=seed)
+            embeddings[variant][seed] = result.embeddings
+            seconds.append(result.seconds)
+            log(f"  SREL {variant} seed {seed}: {result.epochs} epochs in {result.seconds:.1f} s")
+        out["srel"][variant] = {"epochs": result.epochs, "seconds": seconds,
+                                "threads": torch.get_num_threads(), "device": settings.device}
+
+    # 3. Land-use clustering of each embedding (and of the raw features, for reference).
+    class_name = next(iter(dataset.classes), None)
+    if class_name is not None:
+        classes = dataset.classes[class_name]
+        feature_runs = [clustering_metrics(literature, classes, seed=s) for s in settings.seeds]
+        out["clustering"].append({"model": "raw_features", "label": "raw features (z-scored)",
+                                  **_summary(feature_runs)})
+        for variant in variants:
+            runs = [clustering_metrics(embeddings[variant][s], classes, seed=s)
+                    for s in settings.seeds]
+            out["clustering"].append({"model": variant, "label": f"{variant} embeddings",
+                                      **_summary(runs)})
+
+    # 4. SREL -> Ridge(1), the literature's protocol for embeddings.
+    for task in tasks:
+        y = dataset.targets[task]
+        for variant in variants:
+            if variant != "srel" and task not in ablation_tasks:
+                continue
+            start = time.perf_counter()
+            runs = [_pooled(ridge_fit_predict(1.0), embeddings[variant][s], y, settings, "clean")
+                    for s in settings.seeds]
+            add(task, "clean", f"{variant}_ridge1", f"{variant} embeddings -> Ridge(alpha=1)",
+                runs, time.perf_counter() - start)
+
+    # 5. The engine's default model and its ablations.
+    models = [settings.language_model]
+    if settings.ablations:
+        models += [m for m in settings.ablation_models if m != settings.language_model]
+    for task in tasks:
+        y = dataset.targets[task]
+        semantic: dict[str, np.ndarray | None] = {}
+        for model in models if task in ablation_tasks else models[:1]:
+            start = time.perf_counter()
+            semantic[model] = encode_regions(dataset, task, model=model,
+                                             cache_dir=settings.cache_dir, device=settings.device)
+            log(f"  prompts {task} {model}: {time.perf_counter() - start:.1f} s")
+        main = semantic[settings.language_model]  # None when the language model is "none"
+        combos = [("clean", "srel", settings.language_model, main, "method",
+                   f"SREL + Prompt4RE ({settings.language_model}) - engine default")]
+        if task in ablation_tasks:
+            if settings.paper_protocol:
+                combos.append(("paper", "srel", settings.language_model, main, "method",
+                               f"SREL + Prompt4RE ({settings.language_model}) - engine default"))
+            if settings.ablations and main is not None:
+                constant = np.ones_like(main)
+                combos.append(("clean", "srel", "constant", constant, "method_no_prompt",
+                               "  ablation: no prompt (constant semantic vector)"))
+                for model in models[1:]:
+                    combos.append(("clean", "srel", model, semantic[model], f"method_{model}",
+                                   f"  ablation: language model {model}"))
+                combos.append(("clean", "srel_no_distance", settings.language_model, main,
+                               "method_no_distance", "  ablation: SREL without distance bias"))
+                combos.append(("clean", "srel_no_centrality", settings.language_model, main,
+                               "method_no_centrality", "  ablation: SREL without centrality"))
+        for protocol, variant, _model, vectors, name, label in combos:
+            start = time.perf_counter()
+            runs = []
+            for seed in settings.seeds:
+                fit_predict = method_fit_predict(embeddings[variant][seed], vectors, robust,
+                                                 seed=seed, device=settings.device,
+                                                 options=settings.predictor_options)
+                runs.append(_pooled(fit_predict, None, y, settings, protocol))
+            add(task, protocol, name, label, runs, time.perf_counter() - start)
+    return out
