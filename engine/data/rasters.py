@@ -24,7 +24,7 @@ def raster_view(path: str, regions_geometry, regions_crs, *, stats: list[str] | 
     """(N, bands * len(stats)) zonal statistics, columns `band{b}_{stat}`; NaN where no pixel."""
     import rasterio
     from rasterio.features import rasterize
-    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import Window
 
     report = report or Report()
     stats = list(stats or ["mean", "sum", "std"])
@@ -53,11 +53,8 @@ def raster_view(path: str, regions_geometry, regions_crs, *, stats: list[str] | 
                         f"{regions_crs.to_string()}: the regions were reprojected onto it")
         n = len(geometry)
         xmin, ymin, xmax, ymax = shapely.total_bounds(geometry)
-        window = from_bounds(xmin, ymin, xmax, ymax, transform=source.transform)
-        window = window.round_offsets("floor").round_lengths("ceil")
-        window = window.intersection(Window(0, 0, source.width, source.height)) \
-            if _overlaps(window, source) else None
-        if window is None or window.width <= 0 or window.height <= 0:
+        window = _pixel_window(source, xmin, ymin, xmax, ymax)
+        if window is None:
             raise InputError("the raster does not overlap the regions", layer=label,
                              hint="Check that the raster and the regions cover the same area "
                              "(and that their CRSs are set correctly).")
@@ -113,9 +110,18 @@ def raster_view(path: str, regions_geometry, regions_crs, *, stats: list[str] | 
     return View(view, "continuous", np.column_stack(blocks), columns)  # (N, bands * stats)
 
 
-def _overlaps(window, source) -> bool:
-    return not (window.col_off >= source.width or window.row_off >= source.height
-                or window.col_off + window.width <= 0 or window.row_off + window.height <= 0)
+def _pixel_window(source, xmin: float, ymin: float, xmax: float, ymax: float):
+    """The whole-pixel window of the raster covering the bounds, or None outside the raster."""
+    from rasterio.windows import Window
+
+    inverse = ~source.transform
+    corners = [inverse * (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
+    cols, rows = [c for c, _ in corners], [r for _, r in corners]
+    col0, col1 = max(0, int(np.floor(min(cols)))), min(source.width, int(np.ceil(max(cols))))
+    row0, row1 = max(0, int(np.floor(min(rows)))), min(source.height, int(np.ceil(max(rows))))
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def _small_regions(source, geometry, total, squares, count) -> None:
