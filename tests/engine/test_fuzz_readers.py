@@ -32,18 +32,23 @@ CRS_FRAMES = {
     "EPSG:3857": ((-8238000.0, 4970000.0), 400.0),
     "EPSG:32618": ((583000.0, 4507000.0), 400.0),
 }
-FUZZ = settings(max_examples=30, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(max_examples=3, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.filter_too_much])
 
 
-def _cell(draw, origin, size, i):
-    """One region's geometry: mostly a grid cell, sometimes something a real layer holds."""
+GEOMETRY_FAULTS = ("overlap", "sliver", "bowtie", "multi", "point", "empty", "null geometry")
+FIELD_FAULTS = ("text", "numeric text", "bool", "all null", "mostly null")
+OTHER_FAULTS = ("no crs", "repeated id", "null id", "missing field", "missing target",
+                "target is a field", "empty points", "no category field", "odd categories",
+                "one region", "no view")
+FAULTS = (*GEOMETRY_FAULTS, *FIELD_FAULTS, *OTHER_FAULTS)
+
+
+def _geometry(shape: str, x: float, y: float, size: float):
+    """One region's geometry: a grid cell, or something a real layer holds."""
     from shapely.geometry import MultiPolygon, Point, Polygon, box
 
-    x0, y0 = origin
-    x, y = x0 + (i % 4) * size, y0 + (i // 4) * size
-    shape = draw(st.sampled_from(["cell"] * 40 + ["overlap", "sliver", "bowtie", "multi",
-                                                 "point", "empty", "none"]))
     if shape == "cell":
         return box(x, y, x + size, y + size)
     if shape == "overlap":
@@ -59,20 +64,23 @@ def _cell(draw, origin, size, i):
         return Point(x + size / 2, y + size / 2)
     if shape == "empty":
         return Polygon()
+    assert shape == "null geometry", shape
     return None
 
 
-def _column(draw, n: int):
-    """A field's values: numbers, integers, text, booleans or all-null, with nulls sprinkled."""
-    kind = draw(st.sampled_from(["float", "int", "text", "numeric text", "bool", "all null"]))
+def _column(draw, n: int, kind: str) -> list:
+    """A field's values of one kind; numbers carry a few nulls."""
     nulls = draw(st.lists(st.booleans(), min_size=n, max_size=n))
     if kind == "all null":
         return [None] * n
+    if kind == "int":
+        return draw(st.lists(st.integers(-1000, 10**6), min_size=n, max_size=n))
     if kind == "float":
         values = draw(st.lists(st.floats(-1e6, 1e6) | st.just(math.nan), min_size=n, max_size=n))
-    elif kind == "int":
-        values = draw(st.lists(st.integers(-1000, 10**6), min_size=n, max_size=n))
-        return values  # an integer column stays without nulls (GeoPackage would make it float)
+        nulls = [False] * n if not any(nulls) else [i == nulls.index(True) for i in range(n)]
+    elif kind == "mostly null":
+        values = draw(st.lists(st.floats(0, 100), min_size=n, max_size=n))
+        nulls = [i != 0 for i in range(n)]
     elif kind == "text":
         values = draw(st.lists(st.text(min_size=0, max_size=6), min_size=n, max_size=n))
     elif kind == "numeric text":
@@ -83,48 +91,66 @@ def _column(draw, n: int):
 
 
 @st.composite
-def layers_and_spec(draw):
+def layers_and_spec(draw, fault: str):
+    """A grid of regions with numeric fields and points, with one fault (or "none") applied."""
     import geopandas as gpd
     from shapely.geometry import Point
 
-    n = draw(st.integers(1, 12))
-    crs = draw(st.sampled_from([*CRS_FRAMES, *CRS_FRAMES, None]))
-    origin, size = CRS_FRAMES[crs or "EPSG:32618"]
-    geometry = [_cell(draw, origin, size, i) for i in range(n)]
-    columns = {f"f{j}": _column(draw, n) for j in range(draw(st.integers(1, 3)))}
-    id_kind = draw(st.sampled_from(["none", "unique int", "unique text"] * 2 + ["repeated", "with null"]))
-    if id_kind == "unique int":
+    n = 1 if fault == "one region" else draw(st.integers(3, 12))
+    crs = draw(st.sampled_from([*CRS_FRAMES]))
+    (x0, y0), size = CRS_FRAMES[crs]
+    shapes = ["cell"] * n
+    if fault in GEOMETRY_FAULTS:
+        shapes[draw(st.integers(0, n - 1))] = fault
+    geometry = [_geometry(shape, x0 + (i % 4) * size, y0 + (i // 4) * size, size)
+                for i, shape in enumerate(shapes)]
+    columns = {"f0": _column(draw, n, draw(st.sampled_from(["float", "int"]))),
+               "f1": _column(draw, n, fault if fault in FIELD_FAULTS else "float"),
+               "t": _column(draw, n, "float")}
+    id_kind = draw(st.sampled_from(["feature order", "int", "text"]))
+    if fault == "repeated id":
+        id_kind, columns["rid"] = "repeated", [i % max(n - 1, 1) for i in range(n)]
+    elif fault == "null id":
+        id_kind, columns["rid"] = "null", [None if i == 0 else f"R{i}" for i in range(n)]
+    elif id_kind == "int":
         columns["rid"] = list(range(100, 100 + n))
-    elif id_kind == "unique text":
+    elif id_kind == "text":
         columns["rid"] = [f"R-{i}" for i in range(n)]
-    elif id_kind == "repeated":
-        columns["rid"] = [i % max(n - 1, 1) for i in range(n)]
-    elif id_kind == "with null":
-        columns["rid"] = [None if i == 0 else f"R{i}" for i in range(n)]
-    regions = gpd.GeoDataFrame(columns, geometry=geometry, crs=crs)
+    regions = gpd.GeoDataFrame(columns, geometry=geometry,
+                               crs=None if fault == "no crs" else crs)
 
-    fields = draw(st.lists(st.sampled_from([*[f"f{j}" for j in range(3)], "missing"]),
-                           max_size=2, unique=True))
-    target = draw(st.sampled_from([None, "f0", "f1", "missing"]))
+    fields = ["f0", "f1"] if draw(st.booleans()) or fault in FIELD_FAULTS else []
+    if fault == "missing field":
+        fields = ["f0", "missing"]
+    targets = {"missing target": ["missing"], "target is a field": ["f0"]}.get(
+        fault, ["t"] if draw(st.booleans()) else [])
+    if fault == "target is a field":
+        fields = ["f0"]
     spec = {"regions": {"layer": "regions", "fields": fields,
-                        "id_field": "rid" if id_kind != "none" else None},
-            "targets": [target] if target else []}
+                        "id_field": None if id_kind == "feature order" else "rid"},
+            "targets": targets}
 
-    n_points = draw(st.sampled_from([0, 1, 25]))
     points = None
-    if draw(st.booleans()):
-        point_crs = draw(st.sampled_from([*CRS_FRAMES]))
+    if fault != "no view" and (not fields or draw(st.booleans())):
+        n_points = 0 if fault == "empty points" else draw(st.integers(1, 40))
         rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-        xy = rng.uniform(0, 1, size=(n_points, 2)) * 4 * size + np.asarray(origin)
+        xy = rng.uniform(0, 1, size=(n_points, 2)) * [4 * size, 3 * size] + [x0, y0]
+        pool = ["shop", "park", None, "", "3"] if fault == "odd categories" else ["shop", "park"]
         points = gpd.GeoDataFrame(
-            {"cat": draw(st.lists(st.sampled_from(["shop", "park", None, "", "3"]),
-                                  min_size=n_points, max_size=n_points))},
-            geometry=[Point(x, y) for x, y in xy], crs=crs or "EPSG:32618")
-        if point_crs != (crs or "EPSG:32618"):
-            points = points.to_crs(point_crs)
+            {"cat": draw(st.lists(st.sampled_from(pool), min_size=n_points, max_size=n_points))},
+            geometry=[Point(x, y) for x, y in xy], crs=crs)
+        point_crs = draw(st.sampled_from([*CRS_FRAMES]))
+        if point_crs != crs:
+            points = points.to_crs(point_crs)  # the reader must bring it to the regions' CRS
         spec["points"] = [{"layer": "poi", "view": "poi",
-                           "category_field": draw(st.sampled_from(["cat", None, "missing"]))}]
+                           "category_field": None if fault == "no category field" else "cat"}]
+    if fault == "no view":
+        spec["regions"]["fields"] = []
     fmt = draw(st.sampled_from(["gpkg", "geojson"]))
+    # A GeoJSON file without a CRS is read as EPSG:4326; metre coordinates in it are the known
+    # failure test_metre_coordinates_read_as_lon_lat_are_an_input_error shows. Drop this line
+    # when that test passes.
+    assume(not (fault == "no crs" and fmt == "geojson" and crs != "EPSG:4326"))
     return regions, points, spec, fmt
 
 
@@ -175,9 +201,14 @@ def _check_valid(dataset: RegionDataset, n_features: int) -> None:
         assert math.isfinite(view["total"])
 
 
-@FUZZ
-@given(layers_and_spec())
-def test_readers_give_a_dataset_or_an_input_error(case):
+@pytest.mark.parametrize("fault", ["none", *FAULTS])
+def test_readers_give_a_dataset_or_an_input_error(fault):
+    """3 drawn cases per fault (10 without one): about 80 layers, a few seconds."""
+    runs = FUZZ if fault != "none" else settings(FUZZ, max_examples=10)
+    runs(given(layers_and_spec(fault))(_read_case))()
+
+
+def _read_case(case):
     regions, points, spec, fmt = case
     suffix = ".gpkg" if fmt == "gpkg" else ".geojson"
     with tempfile.TemporaryDirectory() as folder:
@@ -234,3 +265,21 @@ def test_a_clean_layer_gives_a_dataset(tmp_path):
     assert np.isnan(dataset.targets["t"][1]) and dataset.targets["t"][5] == 6.0
     poi = np.asarray(dataset.views["poi"].matrix)
     assert poi.sum() == 3  # every point counted once, after reprojection from EPSG:4326
+
+
+@pytest.mark.xfail(strict=True, reason="engine/data/priors.py projected_crs: metre coordinates "
+                   "in a layer read as EPSG:4326 raise RuntimeError('Unable to determine UTM "
+                   "CRS') instead of an InputError")
+def test_metre_coordinates_read_as_lon_lat_are_an_input_error(tmp_path):
+    """A GeoJSON exported without its CRS: readers take EPSG:4326, the numbers are metres."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    (x0, y0), size = CRS_FRAMES["EPSG:3857"]
+    regions = gpd.GeoDataFrame({"f0": np.arange(4.0)}, crs=None, geometry=[
+        box(x0 + i * size, y0, x0 + (i + 1) * size, y0 + size) for i in range(4)])
+    _write(regions, tmp_path / "r.geojson", "regions", "geojson")
+    spec = {"regions": {"path": str(tmp_path / "r.geojson"), "layer": None, "fields": ["f0"]}}
+    with pytest.raises(InputError) as caught:
+        build.build_dataset(spec, log=lambda message: None)
+    assert "CRS" in caught.value.describe()
