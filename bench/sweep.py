@@ -128,7 +128,8 @@ def _gpu_peak(device: str) -> int | None:
 
 
 def measure_size(n: int, *, device: str, srel_epochs: str, encode_model: str,
-                 encode_max: int, predict: bool, seed: int = 0) -> dict:
+                 encode_max: int, predict: bool, predict_max: int = 10**9,
+                 seed: int = 0) -> dict:
     """Every figure for one city size (run in a fresh process: its peak memory is its own)."""
     import torch
 
@@ -193,7 +194,9 @@ def measure_size(n: int, *, device: str, srel_epochs: str, encode_model: str,
                          else f"N > encode limit {encode_max}"}
     row["after_encode_rss_bytes"] = peak_rss_bytes()
 
-    if predict:
+    if predict and n > predict_max:
+        row["predict"] = {"skipped": f"N > prediction limit {predict_max}"}
+    elif predict:
         try:
             row["predict"] = _time_prediction(dataset, embeddings, semantic, device, seed)
         except Exception as error:  # noqa: BLE001 - reported in the result, not raised
@@ -242,8 +245,8 @@ def _time_prediction(dataset, embeddings, semantic, device: str, seed: int) -> d
 
 
 def run_sweep(sizes: list[int], *, device: str, srel_epochs: str, encode_model: str,
-              encode_max: int, predict: bool, out: Path, timeout: float = 3600,
-              log=print) -> dict:
+              encode_max: int, predict: bool, out: Path, predict_max: int = 10**9,
+              timeout: float = 3600, log=print) -> dict:
     """Measure every size in a fresh subprocess; write and return out/sweep-<device>.json."""
     rows = []
     for n in sizes:
@@ -251,7 +254,8 @@ def run_sweep(sizes: list[int], *, device: str, srel_epochs: str, encode_model: 
             target = Path(tmp) / "row.json"
             command = [sys.executable, "-m", "bench.sweep", "--child", str(n), "--device", device,
                        "--srel-epochs", srel_epochs, "--encode", encode_model,
-                       "--encode-max", str(encode_max), "--row-out", str(target)]
+                       "--encode-max", str(encode_max), "--predict-max", str(predict_max),
+                       "--row-out", str(target)]
             if not predict:
                 command.append("--no-predict")
             log(f"sweep: N={n} on {device} ...")
@@ -273,7 +277,8 @@ def run_sweep(sizes: list[int], *, device: str, srel_epochs: str, encode_model: 
             log(f"sweep: N={n} done in {wall:.1f} s" + (" (FAILED)" if failed else ""))
     result = {"environment": environment(device),
               "settings": {"sizes": sizes, "srel_epochs": srel_epochs, "encode": encode_model,
-                           "encode_max": encode_max, "predict": predict},
+                           "encode_max": encode_max, "predict": predict,
+                           "predict_max": predict_max},
               "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"sweep-{'cuda' if device.startswith('cuda') else 'cpu'}.json"
@@ -317,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encode-max", type=int, default=10000,
                         help="encode prompts only up to this many regions")
     parser.add_argument("--no-predict", action="store_true", help="skip the prediction timing")
+    parser.add_argument("--predict-max", type=int, default=10**9,
+                        help="time the prediction only up to this many regions")
     parser.add_argument("--out", default="docs/bench", help="folder for sweep-<device>.json")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per size")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -327,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         row = measure_size(args.child, device=args.device, srel_epochs=args.srel_epochs,
                            encode_model=args.encode, encode_max=args.encode_max,
-                           predict=not args.no_predict)
+                           predict=not args.no_predict, predict_max=args.predict_max)
         Path(args.row_out).write_text(json.dumps(row, default=float))
         return 0
     if args.sizes:
@@ -336,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = list(GPU_SIZES if args.device.startswith("cuda") else FULL_SIZES)
     result = run_sweep(sizes, device=args.device, srel_epochs=args.srel_epochs,
                        encode_model=args.encode, encode_max=args.encode_max,
-                       predict=not args.no_predict, out=Path(args.out), timeout=args.timeout,
+                       predict=not args.no_predict, predict_max=args.predict_max,
+                       out=Path(args.out), timeout=args.timeout,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     for row in result["rows"]:
         print(json.dumps({k: row.get(k) for k in ("n_regions", "process_seconds",

@@ -81,7 +81,7 @@ def _result_layer(path: str, n: int, width: int, context):
     writer = QgsVectorFileWriter.create(path, fields, QgsWkbTypes.NoGeometry,
                                         QgsCoordinateReferenceSystem("EPSG:32618"), context,
                                         options)
-    rng = random.Random(0)
+    rng = random.Random(0)  # noqa: S311 - test data, not security
     order = list(range(n))
     rng.shuffle(order)  # matched by id, not by order
     for i in order:

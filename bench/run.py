@@ -1,0 +1,198 @@
+"""Run the benchmarks and write docs/benchmarks.md.
+
+    python -m bench.run --quick|--full [--data DIR] [--tasks a,b] [--out docs]
+                        [--parts quality,sweep,prompts,writeback] [--device cpu]
+
+Parts not run this time are read back from their earlier result files in OUT/bench/, so the
+document always shows every table; each table says when it was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.env import REPO, environment
+from bench.quality import MANHATTAN, QualitySettings, run_quality
+
+PARTS = ("quality", "sweep", "prompts", "writeback")
+QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
+QUICK_NOTE = ("Quick mode: 1 seed (std not shown), the ablations and the paper protocol on the "
+              "first task only. `make bench-full` runs 3 seeds and every ablation on every task.")
+
+
+def quality_settings(full: bool, tasks: list[str] | None, device: str) -> QualitySettings:
+    if full:
+        return QualitySettings(seeds=(0, 1, 2), tasks=tuple(tasks) if tasks else None,
+                               device=device)
+    ablation_tasks = (tasks[0],) if tasks else ("crime",)
+    return QualitySettings(seeds=(0,), tasks=tuple(tasks) if tasks else None,
+                           ablation_tasks=ablation_tasks, device=device)
+
+
+def sweep_options(full: bool, device: str) -> dict:
+    from bench.sweep import FULL_SIZES, GPU_SIZES, QUICK_SIZES
+
+    if device.startswith("cuda"):
+        return {"sizes": list(GPU_SIZES), "srel_epochs": "schedule", "encode_model": "smollm2",
+                "encode_max": 10000, "predict": True}
+    if full:
+        return {"sizes": list(FULL_SIZES), "srel_epochs": "schedule", "encode_model": "smollm2",
+                "encode_max": 10000, "predict": True}
+    return {"sizes": list(QUICK_SIZES), "srel_epochs": "20", "encode_model": "none",
+            "encode_max": 0, "predict": True, "predict_max": 1000}
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=float))
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def quality_csv(quality: dict, path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["task", "protocol", "model", "label", "mae", "mae_std", "rmse",
+                         "rmse_std", "r2", "r2_std", "runs", "optimistic"])
+        for r in quality["rows"]:
+            writer.writerow([r["task"], r["protocol"], r["model"], r["label"].strip(),
+                             r.get("mae"), r.get("mae_std"), r.get("rmse"), r.get("rmse_std"),
+                             r.get("r2"), r.get("r2_std"), r["runs"], r["optimistic"]])
+
+
+def run_prompts(full: bool, data: Path, device: str, log) -> dict:
+    from bench.prompts import prompt_throughput
+    from engine.data.benchmark import load_benchmark_folder
+
+    dataset = load_benchmark_folder(data)
+    target = "crime" if "crime" in dataset.targets else next(iter(dataset.targets), "crime")
+    regions, no_reuse = (None, 48) if full else (64, 16)
+    log(f"prompts: smollm2 on {regions or dataset.n_regions} regions ...")
+    result = prompt_throughput(dataset, target, model="smollm2", device=device,
+                               regions=regions, no_reuse_regions=no_reuse)
+    result["data"] = str(data)
+    others = []
+    for model in ("minilm",):
+        try:
+            other = prompt_throughput(dataset, target, model=model, device=device,
+                                      regions=regions if full else 32)
+            others.append(other)
+        except Exception as error:  # noqa: BLE001 - reported, not raised
+            others.append({"model": model, "skipped": str(error)})
+    result["others"] = [o for o in others if "reuse" in o]
+    return result
+
+
+def run_writeback(out: Path, full: bool, log) -> dict | None:
+    if not QGIS_PYTHON.exists():
+        return {"skipped": f"QGIS's Python ({QGIS_PYTHON}) is not installed (make setup-qgis)"}
+    log("writeback: QGIS ...")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([str(QGIS_PYTHON), str(REPO / "bench" / "writeback_qgis.py"),
+                           "--regions", "10000", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        return {"skipped": f"bench/writeback_qgis.py failed: {done.stderr[-500:]}"}
+    return _read(out / "writeback-qgis.json")
+
+
+def render_document(results: dict, out_docs: Path) -> Path:
+    from bench.plots import scaling_plot
+    from bench.report import render
+
+    bench_dir = out_docs / "bench"
+    sweeps = {k.split("_")[1]: results[k] for k in ("sweep_cpu", "sweep_cuda") if results.get(k)}
+    plot = None
+    if sweeps:
+        threshold = next((r["srel"]["dense_threshold"] for s in sweeps.values()
+                          for r in s["rows"] if "srel" in r), None)
+        scaling_plot(sweeps, bench_dir / "scaling.png", threshold)
+        plot = "bench/scaling.png"
+    document = out_docs / "benchmarks.md"
+    document.write_text(render(results, bench_dir, plot))
+    return document
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="1 seed, fewer ablations and sizes")
+    mode.add_argument("--full", action="store_true", help="3 seeds, everything, N = 10,000")
+    parser.add_argument("--data", default=str(MANHATTAN),
+                        help="benchmark folder in the literature's layout (default: Manhattan)")
+    parser.add_argument("--tasks", default=None, help="comma-separated targets (default: all five)")
+    parser.add_argument("--out", default=str(REPO / "docs"), help="where benchmarks.md goes")
+    parser.add_argument("--parts", default=None,
+                        help=f"comma-separated parts to run now, of {', '.join(PARTS)} "
+                        "(default: all; writeback only with --full)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    full = bool(args.full)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    parts = (args.parts.split(",") if args.parts
+             else [p for p in PARTS if full or p != "writeback"])
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}")
+    out_docs = Path(args.out)
+    bench_dir = out_docs / "bench"
+    data = Path(args.data)
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    results: dict = {"mode": "full" if full else "quick", "environment": environment(args.device)}
+    started = time.perf_counter()
+    if "quality" in parts:
+        log(f"quality on {data} ...")
+        settings = quality_settings(full, tasks, args.device)
+        quality = run_quality(data, settings, log=log)
+        quality["environment"] = environment(args.device)
+        if not full:
+            quality["quick_note"] = QUICK_NOTE
+        _write(bench_dir / "quality.json", quality)
+        quality_csv(quality, bench_dir / "quality.csv")
+    if "prompts" in parts:
+        prompts = run_prompts(full, data, args.device, log)
+        prompts["environment"] = environment(args.device)
+        _write(bench_dir / "prompts.json", prompts)
+    if "sweep" in parts:
+        from bench.sweep import run_sweep
+
+        run_sweep(out=bench_dir, device=args.device, log=log,
+                  **sweep_options(full, args.device))
+    if "writeback" in parts:
+        writeback = run_writeback(bench_dir, full, log)
+        if writeback and "skipped" in writeback:
+            _write(bench_dir / "writeback-qgis.json", writeback)
+    results["quality"] = _read(bench_dir / "quality.json")
+    results["prompts"] = _read(bench_dir / "prompts.json")
+    results["sweep_cpu"] = _read(bench_dir / "sweep-cpu.json")
+    results["sweep_cuda"] = _read(bench_dir / "sweep-cuda.json")
+    results["writeback"] = _read(bench_dir / "writeback-qgis.json")
+    results["seconds"] = time.perf_counter() - started
+    document = render_document(results, out_docs)
+    log(f"wrote {document} ({results['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
