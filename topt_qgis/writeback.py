@@ -231,7 +231,7 @@ def write_fields_into_layer(layer: QgsVectorLayer, layer_id_field: str, result: 
             report.unmatched += 1
             continue
         seen.add(key)
-        changes[feature.id()] = dict(zip(indexes, row))
+        changes[feature.id()] = dict(zip(indexes, row, strict=True))
     report.matched = len(changes)
     report.unknown_ids = len(set(values) - seen)
     if report.matched == 0:

@@ -7,8 +7,8 @@ import io
 import json
 
 import pytest
-
 from conftest import ROOT
+
 from topt_qgis.engine_protocol import PROTOCOL_VERSION, describe_error, parse_line
 
 

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import FAKE_ENGINE, ROOT, SYSTEM_PYTHON, make_regions
 
 QGIS_PROCESS = shutil.which("qgis_process.bin")

@@ -8,7 +8,6 @@ import stat
 import time
 
 import pytest
-
 from conftest import checksum, make_regions
 
 

@@ -26,7 +26,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .. import engine_runner, job as jobs
+from .. import engine_runner
+from .. import job as jobs
 
 LANGUAGE_MODELS = ["smollm2", "minilm", "none", "custom"]  # stored by name
 DEVICES = ["auto", "cpu", "cuda"]
