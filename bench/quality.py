@@ -8,7 +8,8 @@ Prompt4RE fit, the boosting), and summarised as mean ± std. Rows:
   (log) features and log targets, gradient boosting tuned inside the training folds
   (`engine.training.baselines`);
 - SREL embeddings -> Ridge(alpha=1) (the literature's protocol for embeddings);
-- SREL + Prompt4RE, the engine's default per-task model;
+- the engine's default per-task model (`engine.training.predictor`), with and without the
+  Prompt4RE candidate, and Prompt4RE alone (ToPT's stage 2 as released, clean selection);
 - ablations: SREL without the distance bias, without centrality, no prompt (a constant
   semantic vector), and each language model;
 - the paper protocol (choices on the test fold), labelled OPTIMISTIC, for the same models.
@@ -54,7 +55,9 @@ class QualitySettings:
     gbm: bool = True  # include gradient boosting (slower)
     device: str = "cpu"  # torch device
     cache_dir: str | None = None  # language models' and vectors' cache (None: engine default)
-    predictor_options: dict = field(default_factory=dict)  # passed to the engine's predictor
+    predictor_options: dict = field(default_factory=dict)  # PredictorConfig fields for the default
+    prompt4re_epochs: int = 3000  # Prompt4RE-alone rows: epoch ceiling (released: 3000)
+    prompt4re_rows: bool = True  # run Prompt4RE alone and the default + Prompt4RE candidate
 
 
 def _summary(runs: list[dict]) -> dict:
@@ -82,33 +85,35 @@ def _pooled(fit_predict, inputs, y, settings: QualitySettings, protocol: str) ->
 
 
 def method_fit_predict(embeddings: np.ndarray, semantic: np.ndarray | None,
-                       features: np.ndarray, *, seed: int, device: str, options: dict):
-    """A `fit_predict` for cross_val_predict_pooled: the engine's default per-task model.
+                       features: dict[str, np.ndarray], *, seed: int, device: str,
+                       options: dict):
+    """A `fit_predict` for cross_val_predict_pooled: the engine's default per-task model
+    (`engine.training.predictor`: candidates on SREL embeddings, raw features and prompt
+    vectors, blended by an inner K-fold of the training fold; the test fold in the paper
+    protocol)."""
+    from engine.training.predictor import make_fit_predict
 
-    Uses `engine.training.predictor` (SREL embeddings + prompt vectors + raw features, combined
-    by inner validation). Until that module exists: Prompt4RE alone (clean inner validation).
-    """
-    try:
-        from engine.training import predictor
-    except ImportError:
-        predictor = None
-    if predictor is not None and hasattr(predictor, "make_fit_predict"):
-        return predictor.make_fit_predict(embeddings, semantic, features, seed=seed,
-                                          device=device, **options)
+    return make_fit_predict(embeddings, semantic, features, seed=seed, device=device, **options)
+
+
+def prompt4re_fit_predict(embeddings: np.ndarray, semantic: np.ndarray, *, seed: int,
+                          device: str, epochs: int, lr: float):
+    """Prompt4RE alone (ToPT's stage 2), for cross_val_predict_pooled: its epoch chosen by an
+    inner validation split (clean) or by the test fold every 20 epochs (paper, as released)."""
     from engine.training.train_prompt4re import fit_prompt4re
-
-    sem = semantic if semantic is not None else np.ones((len(embeddings), 1), np.float32)
-    epochs = int(options.get("epochs", 3000))
 
     def fit_predict(inputs, y, train_index, predict_index, *, selection_index=None):
         select_on = None
         if selection_index is not None:
             select_on = (selection_index, y[selection_index])
-        fitted = fit_prompt4re(embeddings, sem, y, train_index, epochs=epochs, device=device,
-                               seed=seed, select_on=select_on)
+        fitted = fit_prompt4re(embeddings, semantic, y, train_index, epochs=epochs, lr=lr,
+                               device=device, seed=seed, select_on=select_on)
         return fitted.predict(predict_index), {"epoch": fitted.chosen_epoch}
 
     return fit_predict
+
+
+RELEASED_LR = {"check_in": 3e-4}  # the released learning rates; 1e-4 for the other tasks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +147,7 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
     protocols = ["clean"] + (["paper"] if settings.paper_protocol else [])
     literature = literature_features(dataset)
     robust = robust_features(dataset)
+    feature_sets = {"raw": literature, "robust": robust}  # what the engine's predictor reads
     out: dict = {"data": str(data), "regions": dataset.n_regions, "tasks": tasks,
                  "missing_tasks": missing, "settings": asdict(settings),
                  "labelled": {t: int(np.isfinite(dataset.targets[t]).sum()) for t in tasks},
@@ -237,30 +243,43 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
                                              cache_dir=settings.cache_dir, device=settings.device)
             log(f"  prompts {task} {model}: {time.perf_counter() - start:.1f} s")
         main = semantic[settings.language_model]  # None when the language model is "none"
-        combos = [("clean", "srel", settings.language_model, main, "method",
-                   f"SREL + Prompt4RE ({settings.language_model}) - engine default")]
+        lm = settings.language_model
+        default = "engine default: SREL + raw features + prompt vectors, blended in training folds"
+        combos = [("clean", "srel", main, "method", f"{default} ({lm})", {})]
         if task in ablation_tasks:
             if settings.paper_protocol:
-                combos.append(("paper", "srel", settings.language_model, main, "method",
-                               f"SREL + Prompt4RE ({settings.language_model}) - engine default"))
-            if settings.ablations and main is not None:
-                constant = np.ones_like(main)
-                combos.append(("clean", "srel", "constant", constant, "method_no_prompt",
-                               "  ablation: no prompt (constant semantic vector)"))
+                combos.append(("paper", "srel", main, "method", f"{default} ({lm})", {}))
+            if settings.prompt4re_rows and main is not None:
+                combos.append(("clean", "srel", main, "method_prompt4re",
+                               "engine default + Prompt4RE candidate", {"prompt4re": True}))
+            if settings.ablations:
+                if main is not None:
+                    combos.append(("clean", "srel", np.ones_like(main), "method_no_prompt",
+                                   "  ablation: no prompt (constant semantic vector)", {}))
                 for model in models[1:]:
-                    combos.append(("clean", "srel", model, semantic[model], f"method_{model}",
-                                   f"  ablation: language model {model}"))
-                combos.append(("clean", "srel_no_distance", settings.language_model, main,
-                               "method_no_distance", "  ablation: SREL without distance bias"))
-                combos.append(("clean", "srel_no_centrality", settings.language_model, main,
-                               "method_no_centrality", "  ablation: SREL without centrality"))
-        for protocol, variant, _model, vectors, name, label in combos:
+                    combos.append(("clean", "srel", semantic[model], f"method_{model}",
+                                   f"  ablation: language model {model}", {}))
+                combos.append(("clean", "srel_no_distance", main, "method_no_distance",
+                               "  ablation: SREL without distance bias", {}))
+                combos.append(("clean", "srel_no_centrality", main, "method_no_centrality",
+                               "  ablation: SREL without centrality", {}))
+        for protocol, variant, vectors, name, label, extra in combos:
             start = time.perf_counter()
             runs = []
             for seed in settings.seeds:
-                fit_predict = method_fit_predict(embeddings[variant][seed], vectors, robust,
+                fit_predict = method_fit_predict(embeddings[variant][seed], vectors, feature_sets,
                                                  seed=seed, device=settings.device,
-                                                 options=settings.predictor_options)
+                                                 options={**settings.predictor_options, **extra})
                 runs.append(_pooled(fit_predict, None, y, settings, protocol))
             add(task, protocol, name, label, runs, time.perf_counter() - start)
+        # Prompt4RE alone (ToPT's stage 2 as released, on our SREL): clean and paper.
+        if settings.prompt4re_rows and main is not None and task in ablation_tasks:
+            for protocol in protocols:
+                start = time.perf_counter()
+                runs = [_pooled(prompt4re_fit_predict(
+                            embeddings["srel"][seed], main, seed=seed, device=settings.device,
+                            epochs=settings.prompt4re_epochs, lr=RELEASED_LR.get(task, 1e-4)),
+                        None, y, settings, protocol) for seed in settings.seeds]
+                add(task, protocol, "prompt4re", f"SREL + Prompt4RE alone ({lm}, up to "
+                    f"{settings.prompt4re_epochs} epochs)", runs, time.perf_counter() - start)
     return out

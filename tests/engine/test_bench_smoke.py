@@ -48,7 +48,7 @@ def test_quality_sweep_and_document(tmp_path):
                                srel_epochs=2, language_model="none", ablation_models=(),
                                ablations=False, paper_protocol=True, gbm=False,
                                cache_dir=str(tmp_path / "cache"),
-                               predictor_options={"epochs": 5})
+                               predictor_options={"inner_folds": 2})
     quality = run_quality(data, settings, log=lambda message: None)
 
     assert quality["tasks"] == ["crime", "check_in"]
