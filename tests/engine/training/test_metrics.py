@@ -1,0 +1,43 @@
+"""MAE / RMSE / R² by hand, and NMI / ARI of KMeans against classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.errors import InputError
+from engine.training.metrics import clustering_metrics, regression_metrics
+
+
+def test_regression_metrics_match_hand_computation():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.array([2.0, 2.0, 2.0, 6.0])
+    m = regression_metrics(y, p)
+    assert m["mae"] == pytest.approx(1.0)
+    assert m["rmse"] == pytest.approx(np.sqrt(6 / 4))
+    assert m["r2"] == pytest.approx(1 - 6 / 5)
+    assert regression_metrics(y, np.full(4, y.mean()))["r2"] == pytest.approx(0.0)
+    assert regression_metrics(y, y)["r2"] == pytest.approx(1.0)
+
+
+def test_regression_metrics_refuse_nan():
+    with pytest.raises(ValueError):
+        regression_metrics(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
+
+
+def test_clustering_metrics_find_separated_classes_and_skip_missing():
+    rng = np.random.default_rng(0)
+    classes = np.repeat([0, 1, 2], 20).astype(object)
+    centres = np.array([[0, 0], [10, 0], [0, 10]], dtype=float)
+    embeddings = centres[classes.astype(int)] + rng.normal(0, 0.5, (60, 2))
+    classes[5] = None
+    m = clustering_metrics(embeddings, classes)
+    assert m["nmi"] == pytest.approx(1.0) and m["ari"] == pytest.approx(1.0)
+    assert m["classes"] == 3 and m["regions"] == 59
+    noise = clustering_metrics(rng.normal(size=(60, 2)), np.repeat([0, 1, 2], 20))
+    assert noise["ari"] < 0.2
+
+
+def test_clustering_needs_two_classes():
+    with pytest.raises(InputError):
+        clustering_metrics(np.zeros((5, 2)), np.zeros(5))
