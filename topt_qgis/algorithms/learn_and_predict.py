@@ -52,7 +52,7 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
         "Prompt4RE, guided by a language model that reads the task description. Regions whose "
         "target is empty get a prediction; labelled regions get an honest cross-validated one.\n\n"
         "Outputs: a new layer with the region fields plus emb_000... (the embedding), "
-        "pred_<target> and fold_<target>; the trained model folder (with metrics.json); and an "
+        "pred_[target] and fold_[target]; the trained model folder (with metrics.json); and an "
         "HTML report of the evaluation. With 'Write the new fields into the region layer' the "
         "fields are also added to the region layer itself, matched by region id.\n\n"
         "Without target fields, only the embedding is learned.")

@@ -22,7 +22,7 @@ class PredictWithModelAlgorithm(LearnAndPredictAlgorithm):
     GROUP_ID = "steps"
     HELP = ("Applies a model made by 'Train model' (or 'Learn region embeddings and predict') to "
             "a region layer: the same data layers and fields as at training are needed. The "
-            "output layer gets pred_<target> for every target the model learned.")
+            "output layer gets pred_[target] for every target the model learned.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
