@@ -11,7 +11,7 @@ import pandas as pd
 import shapely
 
 from engine.data.dataset import View
-from engine.data.layers import Report, read_vector, require_field, to_crs
+from engine.data.layers import Report, layer_label, read_vector, require_field, to_crs
 from engine.errors import InputError
 
 
@@ -65,7 +65,14 @@ def _categories(column: pd.Series) -> tuple[np.ndarray, list[str]]:
 def point_counts(path: str, layer: str | None, regions: RegionIndex, *, category_field: str | None,
                  view: str, report: Report) -> View:
     """Counts per category per region (N, C) from a point layer; one column without a category."""
-    frame, label = read_vector(path, layer, want=("point",))
+    frame, label = read_vector(path, layer, want=("point",),
+                               columns=[category_field] if category_field else [])
+    return _point_counts(frame, label, regions, category_field=category_field, view=view,
+                         report=report)
+
+
+def _point_counts(frame, label: str, regions: RegionIndex, *, category_field: str | None,
+                  view: str, report: Report) -> View:
     _spatial(frame, label, "points")
     frame = to_crs(frame, regions.crs, label, report, regions.layer_crs)
     types = set(frame.geometry.geom_type.dropna().unique())
@@ -105,16 +112,16 @@ def point_counts(path: str, layer: str | None, regions: RegionIndex, *, category
 def landuse_view(path: str, layer: str | None, regions: RegionIndex, *, class_field: str | None,
                  view: str, report: Report) -> View:
     """Area share per class per region from polygons ("shares"), or counts from points."""
-    frame, label = read_vector(path, layer, want=("polygon", "point"))
-    _spatial(frame, label, "land-use polygons or points")
     if not class_field:
-        raise InputError("a land-use layer needs a class field", layer=label,
+        raise InputError("a land-use layer needs a class field", layer=layer_label(path, layer),
                          hint="Write the source as PATH|class=FIELD (the land-use class).")
+    frame, label = read_vector(path, layer, want=("polygon", "point"), columns=[class_field])
+    _spatial(frame, label, "land-use polygons or points")
     require_field(frame, class_field, label, "land-use class")
     types = set(frame.geometry.geom_type.dropna().unique())
     if types <= {"Point", "MultiPoint"}:
-        return point_counts(path, layer, regions, category_field=class_field, view=view,
-                            report=report)
+        return _point_counts(frame, label, regions, category_field=class_field, view=view,
+                             report=report)
     if not types <= {"Polygon", "MultiPolygon"}:
         raise InputError(f"the land-use layer must hold polygons or points, it holds "
                          f"{', '.join(sorted(types))}", layer=label,

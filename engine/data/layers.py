@@ -117,8 +117,13 @@ def _choose_layer(path: str | Path, layer: str | None, want: tuple[str, ...]) ->
 
 
 def read_vector(path: str | Path, layer: str | None = None,
-                want: tuple[str, ...] = ("polygon", "point", "line")):
-    """A GeoDataFrame (or a plain DataFrame for attribute tables) of one layer, with its label."""
+                want: tuple[str, ...] = ("polygon", "point", "line"),
+                columns: list[str] | None = None):
+    """A GeoDataFrame (or a plain DataFrame for attribute tables) of one layer, with its label.
+
+    columns: read only these fields (when they all exist; else every field, so that a missing
+    one is reported with the list of those available).
+    """
     import pyogrio
 
     _check_file(path)
@@ -126,8 +131,15 @@ def read_vector(path: str | Path, layer: str | None = None,
         return read_table(path), layer_label(path, None)
     chosen = _choose_layer(path, layer, want)
     label = layer_label(path, chosen if (layer or len(list_layers(path)) > 1) else None)
+    if columns is not None:
+        try:
+            fields = set(pyogrio.read_info(path, layer=chosen)["fields"].tolist())
+        except Exception:
+            fields = set()
+        if not set(columns) <= fields:
+            columns = None
     try:
-        frame = pyogrio.read_dataframe(path, layer=chosen)
+        frame = pyogrio.read_dataframe(path, layer=chosen, columns=columns)
     except Exception as exc:
         raise InputError(f"cannot read the layer: {exc}", layer=label,
                          hint="Open it in QGIS to check that it is readable.") from exc
@@ -136,10 +148,19 @@ def read_vector(path: str | Path, layer: str | None = None,
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV (or tab-separated) table, columns typed by pandas."""
+    import csv
+
     p = _check_file(path)
-    sep = "\t" if p.suffix.lower() == ".tsv" else None
+    sep = "\t" if p.suffix.lower() == ".tsv" else ","
     try:
-        return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c")
+        with open(p, encoding="utf-8-sig", newline="") as handle:
+            header = handle.readline()
+        if p.suffix.lower() != ".tsv" and header:
+            sep = csv.Sniffer().sniff(header, delimiters=",;\t|").delimiter
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass  # a one-column file cannot be sniffed: comma
+    try:
+        return pd.read_csv(p, sep=sep, encoding="utf-8-sig")
     except Exception as exc:
         raise InputError(f"cannot read the table: {exc}", layer=p.name,
                          hint="Save it as a comma-separated CSV file with a header row.") from exc
