@@ -372,6 +372,29 @@ def load_language_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
     return _load_folder(key, key, _hub_fingerprint(key), device, dtype, kind=None)
 
 
+def is_available(name_or_path: str = DEFAULT_MODEL) -> bool:
+    """Whether `load_language_model(name_or_path)` can find the model's files (loads nothing)."""
+    key = (name_or_path or DEFAULT_MODEL).strip()
+    if key.lower() == "none":
+        return True
+    if key.lower() in PACKAGED:
+        try:
+            _packaged_file(key.lower())
+        except InputError:
+            return False
+        return True
+    if Path(key).is_dir():
+        return (Path(key) / "config.json").exists()
+    if not _offline():
+        return True  # a hub id: it will be downloaded
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(key, "config.json"), str)
+    except (ImportError, ValueError):
+        return False
+
+
 def _load_folder(name: str, source: str, fingerprint: str, device: str, dtype: torch.dtype,
                  kind: str | None) -> LanguageModel:
     """Load a model folder or hub id as the right kind of LanguageModel."""

@@ -128,3 +128,13 @@ def test_text_only_models_refuse_images(tiny_causal_dir):
     lm = load_language_model(str(tiny_causal_dir))
     with pytest.raises(InputError, match="cannot read images"):
         lm.encode(TEXTS[:1], "x", images=[_image(0)])
+
+
+def test_is_available(tiny_causal_dir, tmp_path, monkeypatch):
+    from engine.language.models import is_available
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert is_available("none") and is_available("minilm") and is_available("smollm2")
+    assert is_available(str(tiny_causal_dir))
+    assert not is_available(str(tmp_path))
+    assert not is_available("nobody/no-such-model-xyz")
