@@ -158,7 +158,7 @@ def engine_status() -> tuple[bool, str]:
     try:
         locate_engine()
     except EngineNotFound as exc:
-        return False, exc.message() if hasattr(exc, "message") else str(exc)
+        return False, str(exc)
     return True, ""
 
 

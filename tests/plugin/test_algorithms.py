@@ -216,3 +216,18 @@ def test_write_back_into_the_region_layer(fake_engine, tmp_path):
             assert feature["pred_crime"] == pytest.approx(2 * feature["region_id"] + 0.5)
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_shapefile_output_gets_short_unique_names(fake_engine, regions_gpkg, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    result = run("learn_and_predict", {
+        "REGIONS": regions_gpkg, "ID_FIELD": "region_id", "TARGETS": ["check_in", "crime"],
+        "EMBEDDING_SIZE": 2, "OUTPUT": str(tmp_path / "out.shp")})
+    layer = QgsVectorLayer(result["OUTPUT"], "shp", "ogr")
+    names = layer.fields().names()
+    assert all(len(n) <= 10 for n in names)
+    assert {"check_in", "pred_check", "fold_check", "pred_crime", "emb_001"} <= set(names)
+    assert result["FIELD_NAMES"] == "pred_check_in->pred_check, fold_check_in->fold_check"
+    for feature in layer.getFeatures():
+        assert feature["pred_check"] == pytest.approx(2 * feature["region_id"] + 0.5)

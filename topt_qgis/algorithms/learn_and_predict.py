@@ -39,7 +39,7 @@ class GraduatedStyle(QgsProcessingLayerPostProcessorInterface):
     @classmethod
     def create(cls, field_name: str) -> GraduatedStyle:
         made = cls(field_name)
-        cls.keep_alive.append(made)
+        cls.keep_alive = [*cls.keep_alive[-15:], made]
         return made
 
 
