@@ -8,7 +8,7 @@ trap 'rm -rf "$work"' EXIT
 plugin="$work/profile/profiles/default/python/plugins/topt_qgis"
 mkdir -p "$plugin"
 for item in "$root"/topt_qgis/*; do
-  [ "$(basename "$item")" = __pycache__ ] || ln -s "$item" "$plugin/"
+  case $(basename "$item") in __pycache__|metadata.txt|resources) ;; *) ln -s "$item" "$plugin/" ;; esac
 done
 ln -s "$root/metadata.txt" "$plugin/metadata.txt"
 ln -s "$root/resources" "$plugin/resources"

@@ -23,7 +23,7 @@ def plugin_profile(folder):
     plugin = folder / "profiles" / "default" / "python" / "plugins" / "topt_qgis"
     plugin.mkdir(parents=True)
     for item in (ROOT / "topt_qgis").iterdir():
-        if item.name != "__pycache__":
+        if item.name not in ("__pycache__", "metadata.txt", "resources"):
             (plugin / item.name).symlink_to(item)
     (plugin / "metadata.txt").symlink_to(ROOT / "metadata.txt")
     (plugin / "resources").symlink_to(ROOT / "resources")
