@@ -101,7 +101,7 @@ if grep -qiE "Traceback|Error|couldn't load plugin" "$log"; then
   cat "$log" >&2; echo "check-package: QGIS reported an error while loading the plugin" >&2; exit 1
 fi
 qgis_process.bin list >"$log" 2>&1 || { cat "$log" >&2; echo "check-package: qgis_process list failed" >&2; exit 1; }
-algorithms=$(grep -oE "^\s*$PROVIDER:[A-Za-z0-9_]+" "$log" | tr -d '[:space:]' | tr '\n' ' ' || true)
+algorithms=$(grep -oE "^\s*$PROVIDER:[A-Za-z0-9_]+" "$log" | sed -E 's/^\s+//' | tr '\n' ' ' || true)
 if [ -z "$algorithms" ]; then
   cat "$log" >&2
   echo "check-package: no '$PROVIDER:' algorithm in qgis_process list; the provider did not load" >&2
@@ -111,8 +111,8 @@ echo "algorithms: $algorithms"
 
 # ---------------------------------------------------------------- 3. Bandit and detect-secrets
 echo "== Bandit"
-"$TOOLS/bin/bandit" -r "$plugins/topt_qgis" -q -f custom \
-  --msg-template '{relpath}:{line} {test_id} {severity}/{confidence} {msg}' \
+(cd "$plugins" && "$OLDPWD/$TOOLS/bin/bandit" -r topt_qgis -q -f custom \
+  --msg-template '{relpath}:{line} {test_id} {severity}/{confidence} {msg}') \
   || { echo "check-package: Bandit reported the findings above" >&2; exit 1; }
 echo "no findings"
 

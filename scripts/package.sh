@@ -7,7 +7,7 @@
 #   topt_qgis/*.py, ...               the plugin (tracked files of topt_qgis/, no tests)
 #   topt_qgis/engine/                 the engine's source and engine/requirements*.txt; the plugin
 #                                     runs `python -m engine` with topt_qgis/ as working directory
-#   topt_qgis/resources/              icons and small demo files from resources/
+#   topt_qgis/resources/              icons from resources/ (not resources/demo/: `make demo` data)
 # Never: tests, __pycache__, *.pyc, model weights, compiled binaries, files over 2 MB.
 # Fails when metadata.txt lacks a field the store requires or the zip is 25 MB or more.
 # Usage: scripts/package.sh [OUTPUT.zip]   (default: topt_qgis.zip in the repository root)
@@ -71,6 +71,8 @@ def wanted(path: str) -> str | None:
         return f"{TOP}/{path}"
     if parts[0] == "topt_qgis":
         return "/".join([TOP, *parts[1:]])
+    if parts[0] == "resources" and parts[1] == "demo":
+        return None  # the demo data and its build script serve `make demo` in a checkout
     if parts[0] in ("engine", "resources"):
         return f"{TOP}/{path}"
     return None
