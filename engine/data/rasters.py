@@ -23,6 +23,7 @@ def raster_view(path: str, regions_geometry, regions_crs, *, stats: list[str] | 
                 view: str = "raster", report: Report | None = None) -> View:
     """(N, bands * len(stats)) zonal statistics, columns `band{b}_{stat}`; NaN where no pixel."""
     import rasterio
+    from affine import Affine
     from rasterio.features import rasterize
     from rasterio.windows import Window
 
@@ -68,8 +69,10 @@ def raster_view(path: str, regions_geometry, regions_crs, *, stats: list[str] | 
         row0, row1 = int(window.row_off), int(window.row_off + window.height)
         for top in range(row0, row1, rows_per_block):
             block = Window(window.col_off, top, window.width, min(rows_per_block, row1 - top))
-            transform = source.window_transform(block)
-            bounds = rasterio.windows.bounds(block, source.transform)
+            transform = source.transform @ Affine.translation(block.col_off, block.row_off)
+            x0, y0 = transform @ (0, 0)
+            x1, y1 = transform @ (block.width, block.height)
+            bounds = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
             near = tree.query(shapely.box(*bounds))
             if len(near) == 0:
                 continue
@@ -115,7 +118,7 @@ def _pixel_window(source, xmin: float, ymin: float, xmax: float, ymax: float):
     from rasterio.windows import Window
 
     inverse = ~source.transform
-    corners = [inverse * (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
+    corners = [inverse @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
     cols, rows = [c for c, _ in corners], [r for _, r in corners]
     col0, col1 = max(0, int(np.floor(min(cols)))), min(source.width, int(np.ceil(max(cols))))
     row0, row1 = max(0, int(np.floor(min(rows)))), min(source.height, int(np.ceil(max(rows))))

@@ -69,7 +69,7 @@ def write_tiny_layers(folder: Path, *, region_crs: str = TINY_CRS, points_crs: s
     import pandas as pd
     import rasterio
     import shapely
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def write_tiny_layers(folder: Path, *, region_crs: str = TINY_CRS, points_crs: s
     raster = folder / "raster.tif"
     with rasterio.open(raster, "w", driver="GTiff", width=width, height=height, count=2,
                        dtype="float32", crs=TINY_CRS, nodata=-9999.0,
-                       transform=from_origin(X0, Y0 + ROWS * CELL, pixel, pixel)) as dst:
+                       transform=Affine(pixel, 0, X0, 0, -pixel, Y0 + ROWS * CELL)) as dst:
         dst.write(np.stack([band1, band2]))
 
     return {

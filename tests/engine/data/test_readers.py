@@ -149,12 +149,12 @@ def test_od_rows_with_unknown_ids_are_dropped_and_counted(tiny_layers, tiny_expe
 
 def test_raster_in_another_crs_and_regions_smaller_than_a_pixel(tmp_path):
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     values = np.arange(16, dtype="float32").reshape(4, 4)  # 4 x 4 pixels of 100 m
     with rasterio.open(tmp_path / "r.tif", "w", driver="GTiff", width=4, height=4, count=1,
                        dtype="float32", crs=TINY_CRS,
-                       transform=from_origin(X0, Y0 + 400, 100, 100)) as dst:
+                       transform=Affine(100, 0, X0, 0, -100, Y0 + 400)) as dst:
         dst.write(values[None])
     small = shapely.box(X0 + 110, Y0 + 310, X0 + 120, Y0 + 320)  # inside pixel (row 0, col 1)
     big = shapely.box(X0, Y0, X0 + 200, Y0 + 200)  # the 4 bottom-left pixels: 8, 9, 12, 13
