@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                    hint="Use fewer regions or a smaller embedding size.")
         return EXIT_MEMORY
     except Exception as exc:  # the last line of defence: a message, never a bare traceback
-        sink.error("internal", f"internal error: {type(exc).__name__}: {exc}",
-                   hint="Please report this with the log.")
+        sink.error("internal", f"internal error: {type(exc).__name__}: {exc}.",
+                   hint="Please report this, with the log.")
         traceback.print_exc(file=sys.stderr)
         return EXIT_INTERNAL

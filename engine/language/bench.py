@@ -59,10 +59,11 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-full", action="store_true", help="skip the run without reuse")
+    parser.add_argument("--limit", type=int, default=None, help="first N regions only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    texts = describe_regions(manhattan_dataset(args.data))
+    texts = describe_regions(manhattan_dataset(args.data))[: args.limit]
     prefix = task_template("crime")
     started = time.perf_counter()
     dtype = getattr(torch, args.dtype) if args.dtype else None

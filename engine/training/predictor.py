@@ -95,14 +95,51 @@ def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(scaled, axis=1)  # (N, sum of widths)
 
 
+@dataclass
+class RidgePredict:
+    """A fitted Ridge on one input block: predictions in the target's units. Saveable."""
+
+    block: str  # the input block's name ("srel", "raw", "robust", "semantic", "srel+raw")
+    transform: str  # "raw" or "log1p": the target the Ridge was fitted on
+    coef: np.ndarray  # (F,)
+    intercept: float
+    alpha: float  # the penalty chosen by leave-one-out
+    y_max: float  # the largest training label (caps log1p extrapolation)
+    X: np.ndarray | None = field(default=None, repr=False)  # (N, F) the block, all regions
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        values = self.X[index] @ self.coef + self.intercept
+        return inverse_target(values, self.transform, np.asarray([self.y_max]))
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return ({"coef": self.coef.astype(np.float64)},
+                {"kind": "ridge", "block": self.block, "transform": self.transform,
+                 "intercept": float(self.intercept), "alpha": float(self.alpha),
+                 "y_max": float(self.y_max)})
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                   blocks: dict[str, np.ndarray]) -> RidgePredict:
+        X = blocks[meta["block"]]
+        if X.shape[1] != arrays["coef"].shape[0]:
+            raise InputError(
+                f"the model expects {arrays['coef'].shape[0]} {meta['block']} inputs, these "
+                f"regions give {X.shape[1]}",
+                hint="Predict with the same layers, fields and language model as at training.")
+        return cls(meta["block"], meta["transform"], arrays["coef"], meta["intercept"],
+                   meta["alpha"], meta["y_max"], X)
+
+
 def _ridge_candidate(name: str, X: np.ndarray, transform: str, alphas: np.ndarray) -> Candidate:
+    block = name[len("ridge["):].split("|")[0]
     candidate = Candidate(name=name, fit=lambda train, y: None)  # fit set below
 
     def fit(train: np.ndarray, y: np.ndarray) -> Predict:
         y_train = y[train]
         model = LeaveOneOutRidge(alphas=alphas).fit(X[train], forward_target(y_train, transform))
         candidate.info = {"alpha": model.alpha_}
-        return lambda index: inverse_target(model.predict(X[index]), transform, y_train)
+        return RidgePredict(block, transform, model.coef_, model.intercept_, model.alpha_,
+                            float(np.max(y_train)), X)
 
     candidate.fit = fit
     return candidate
@@ -122,6 +159,41 @@ def _gbm_candidate(name: str, X: np.ndarray, transform: str, seed: int) -> Candi
     return Candidate(name=name, fit=fit)
 
 
+@dataclass
+class Prompt4REPredict:
+    """A trained Prompt4RE model over all regions' embeddings and semantic vectors. Saveable."""
+
+    model: Any  # engine.models.modeling_prompt4re.Prompt4RE, eval mode
+    embeddings: np.ndarray = field(repr=False)  # (N, d)
+    semantic: np.ndarray = field(repr=False)  # (N, h)
+    device: str = "cpu"
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            region = torch.as_tensor(self.embeddings, dtype=torch.float32, device=self.device)
+            semantic = torch.as_tensor(self.semantic, dtype=torch.float32, device=self.device)
+            query = torch.as_tensor(np.asarray(index, dtype=np.int64), device=self.device)
+            return self.model.predict(region, semantic, query).cpu().numpy().astype(np.float64)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return arrays, {"kind": "prompt4re", "config": self.model.config.to_dict(),
+                        "arguments": self.model.constructor_arguments()}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                   embeddings: np.ndarray, semantic: np.ndarray, device: str = "cpu"):
+        import torch
+
+        from engine.models.modeling_prompt4re import Prompt4RE, Prompt4REConfig
+
+        model = Prompt4RE(Prompt4REConfig(**meta["config"]), **meta["arguments"])
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+        return cls(model.to(device).eval(), embeddings, semantic, device)
+
+
 def _prompt4re_candidate(name: str, inputs: TaskInputs, transform: str, config: PredictorConfig,
                          seed: int, device: str) -> Candidate:
     candidate = Candidate(name=name, fit=lambda train, y: None)
@@ -136,16 +208,14 @@ def _prompt4re_candidate(name: str, inputs: TaskInputs, transform: str, config: 
                                device=device, seed=seed, validation_fraction=0.2,
                                target_transform="log1p" if transform == "log1p" else "none")
         candidate.info = {"epoch": result.chosen_epoch}
-        return result.predict
+        return Prompt4REPredict(result.model, inputs.embeddings, inputs.semantic, device)
 
     candidate.fit = fit
     return candidate
 
 
-def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negative: bool,
-                     seed: int = 0, device: str = "cpu") -> list[Candidate]:
-    """The candidates this task's inputs allow (log1p ones only for targets >= 0)."""
-    alphas = np.asarray(config.alphas, dtype=np.float64)
+def input_blocks(inputs: TaskInputs, config: PredictorConfig) -> dict[str, np.ndarray]:
+    """The z-scored input matrices the candidates read, by name (no label is involved)."""
     blocks: dict[str, np.ndarray] = {}
     if inputs.embeddings is not None:
         blocks["srel"] = zscore(inputs.embeddings)
@@ -165,6 +235,16 @@ def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negativ
     if not blocks:
         raise InputError("the task has no inputs to predict from",
                          hint="Give region embeddings, raw features or semantic vectors.")
+    return blocks
+
+
+def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negative: bool,
+                     seed: int = 0, device: str = "cpu") -> list[Candidate]:
+    """The candidates this task's inputs allow (log1p ones only for targets >= 0)."""
+    alphas = np.asarray(config.alphas, dtype=np.float64)
+    blocks = input_blocks(inputs, config)
+    raw = inputs.raw_features
+    raw_named = ({"raw": raw} if isinstance(raw, np.ndarray) else dict(raw or {}))
     transforms = [t for t in config.target_transforms if t == "raw" or non_negative]
     candidates = [_ridge_candidate(f"ridge[{name}|{t}]", matrix, t, alphas)
                   for name, matrix in blocks.items() for t in transforms]
@@ -379,3 +459,28 @@ def benchmark_fit_predict(dataset, embeddings: np.ndarray | None, semantic: np.n
     features = {"raw": literature_features(dataset), "robust": robust_features(dataset)}
     inputs = TaskInputs(embeddings, semantic, features, y_visible)
     return fit_task(inputs, train_index, seed=seed, device=device).predict(predict_index)
+
+
+def load_fitted_task(saved: dict, inputs: TaskInputs, *, device: str = "cpu",
+                     config: PredictorConfig | None = None) -> FittedTask:
+    """Rebuilds a FittedTask from `engine.training.task_io.load_task_model` over new inputs."""
+    config = config or PredictorConfig()
+    blocks = input_blocks(inputs, config)
+    predictors: dict[str, Predict] = {}
+    for name, (arrays, meta) in saved["predictors"].items():
+        if meta["kind"] == "ridge":
+            if meta["block"] not in blocks:
+                raise InputError(f"the model needs the {meta['block']} inputs, which these "
+                                 "regions do not have",
+                                 hint="Predict with the same layers and language model as at "
+                                      "training.")
+            predictors[name] = RidgePredict.from_state(arrays, meta, blocks)
+        elif meta["kind"] == "prompt4re":
+            predictors[name] = Prompt4REPredict.from_state(arrays, meta, inputs.embeddings,
+                                                           inputs.semantic, device)
+        else:
+            raise InputError(f"unknown predictor kind {meta['kind']!r} in the model",
+                             hint="Train the model again with this version.")
+    return FittedTask(weights=dict(saved["weights"]), scores={}, blend_score={}, chosen={},
+                      protocol="clean", clip_negative=bool(saved["clip_negative"]),
+                      _predictors=predictors)

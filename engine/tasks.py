@@ -1,0 +1,138 @@
+"""`train` and `evaluate`: SREL, then per target the prompt vectors and the per-task model.
+
+For every target: the language model reads each region's description after the task's prompt
+(Prompt4RE's semantic vectors), the per-task model (engine/training/predictor.py) is evaluated by
+outer K-fold under the chosen protocol, and the baselines are measured in the same run on the
+same folds, so the table compares like with like.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from engine.events import EventSink
+from engine.pipeline import labelled_targets, train_srel
+
+METHOD_DEFAULT = "ToPT (SREL + Prompt4RE, default)"
+BASELINE_NAMES = {
+    "raw_ridge1": "raw features, Ridge(alpha=1) (literature)",
+    "raw_ridgecv": "raw features, RidgeCV (tuned in training folds)",
+    "robust_ridgecv_log": "log features, RidgeCV on log target",
+    "srel_ridgecv": "SREL embeddings, RidgeCV",
+}
+
+
+def _scores(metrics: dict) -> dict:
+    return {"MAE": float(metrics["mae"]), "RMSE": float(metrics["rmse"]),
+            "R2": float(metrics["r2"])}
+
+
+def _semantic_vectors(dataset, job: dict, opts: dict, device: str, sink: EventSink):
+    """Per target: (N, h) vectors from the frozen language model, or None without one."""
+    name = str(opts["language_model"])
+    targets = list(dataset.targets)
+    if name.lower() == "none" or not targets:
+        return {t: None for t in targets}, None
+    from engine.language.encode import encode_regions
+    from engine.language.models import load_language_model
+
+    cache_dir = job.get("cache_dir")
+    sink.progress("prompts", 0.0, f"loading {name}")
+    model = load_language_model(name, device=device,
+                                cache_dir=Path(cache_dir) if cache_dir else None)
+    image = (job.get("image_raster") or {}).get("path")
+    descriptions = job.get("task_descriptions") or {}
+    vectors = {}
+    for k, target in enumerate(targets):
+        def progress(fraction, message="", k=k, target=target):
+            sink.progress("prompts", (k + fraction) / len(targets), f"{target}: {message}")
+
+        vectors[target] = encode_regions(dataset, target, model=model,
+                                         description=descriptions.get(target), image_raster=image,
+                                         cache_dir=cache_dir, device=device, progress=progress)
+    sink.progress("prompts", 1.0, f"{len(targets)} task(s) encoded")
+    return vectors, model
+
+
+def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str, out_dir: Path,
+              sink: EventSink, started: float) -> int:
+    from engine.training.baselines import evaluate_baselines, ridge_cv_fit_predict
+    from engine.training.cv import PROTOCOL_LABELS, cross_val_predict_pooled
+    from engine.training.features import literature_features, robust_features
+    from engine.training.metrics import clustering_metrics
+    from engine.training.predictor import TaskInputs, evaluate_task
+
+    targets = labelled_targets(dataset)
+    if command == "evaluate" and not targets and not dataset.classes:
+        from engine.errors import InputError
+
+        raise InputError("nothing to evaluate: no target field and no class field",
+                         hint="Pass --targets and/or --classes.")
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    srel = train_srel(dataset, config, opts, device, sink)
+    timings["srel_seconds"] = time.monotonic() - t0
+    embeddings = srel.embeddings
+
+    t0 = time.monotonic()
+    semantic, _model = _semantic_vectors(dataset, job, opts, device, sink)
+    timings["prompt_seconds"] = time.monotonic() - t0
+
+    literature = literature_features(dataset)
+    robust = robust_features(dataset)
+    features = {"raw": literature, "robust": robust}
+    folds, shuffle, seed = int(opts["folds"]), bool(opts["shuffle"]), int(opts["seed"])
+    fold_seed = seed if shuffle else 0
+    protocol = opts["protocol"]
+    tasks, predictions, fold_of, final_models = {}, {}, {}, {}
+    t0 = time.monotonic()
+    for k, (target, y) in enumerate(targets.items()):
+        def progress(fraction, message="", k=k, target=target):
+            sink.progress("fit", (k + fraction) / len(targets), f"{target}: {message}")
+
+        inputs = TaskInputs(embeddings, semantic.get(target), features, y)
+        evaluation = evaluate_task(inputs, folds=folds, shuffle=shuffle, fold_seed=fold_seed,
+                                   protocol=protocol, seed=seed, device=device,
+                                   progress=progress)
+        methods = {METHOD_DEFAULT: _scores(evaluation.metrics)}
+        baselines = evaluate_baselines(literature, robust, y, folds=folds, shuffle=shuffle,
+                                       seed=fold_seed, protocol="clean")
+        baselines["srel_ridgecv"] = cross_val_predict_pooled(
+            ridge_cv_fit_predict(), embeddings, y, folds=folds, shuffle=shuffle, seed=fold_seed)
+        for key, label in BASELINE_NAMES.items():
+            if key in baselines:
+                methods[label] = _scores(baselines[key].metrics)
+        tasks[target] = {"methods": methods, "labelled": int(np.isfinite(y).sum()),
+                         "final_model": evaluation.final.describe(),
+                         "fold_choices": evaluation.choices}
+        predictions[target] = evaluation.pooled.predictions
+        fold_of[target] = evaluation.pooled.fold
+        final_models[target] = evaluation.final
+        best_baseline = max(v["R2"] for k2, v in methods.items() if k2 != METHOD_DEFAULT)
+        sink.log(f"{target}: R2 {methods[METHOD_DEFAULT]['R2']:.3f} "
+                 f"(best baseline in this run {best_baseline:.3f})")
+    timings["fit_seconds"] = time.monotonic() - t0
+    sink.progress("fit", 1.0, "done")
+
+    clustering = {name: {k.upper(): v for k, v in
+                         clustering_metrics(embeddings, classes, seed=seed).items()}
+                  for name, classes in dataset.classes.items()}
+    timings["total_seconds"] = time.monotonic() - started
+    metrics = {
+        "command": command, "protocol": protocol, "optimistic": protocol == "paper",
+        "protocol_label": PROTOCOL_LABELS[protocol], "folds": folds, "shuffle": shuffle,
+        "seed": seed, "device": device, "language_model": opts["language_model"],
+        "regions": dataset.n_regions, "tasks": tasks, "clustering": clustering,
+        "srel": {"config": asdict(config), "final_loss": srel.losses[-1] if srel.losses else None,
+                 "epochs": len(srel.losses), "notes": srel.notes},
+        "timings": timings, "dataset": dataset.summary(),
+    }
+    from engine.writing import write_task_outputs
+
+    return write_task_outputs(command, dataset, job, config, opts, out_dir, sink, srel=srel,
+                              metrics=metrics, predictions=predictions, fold_of=fold_of,
+                              final_models=final_models)
