@@ -221,10 +221,16 @@ def speed_section(results: dict, plot: str | None) -> list[str]:
         if not sweep:
             continue
         s = sweep["settings"]
+        encoded = ("prompts not encoded in this sweep (throughput: section 3)"
+                   if s["encode"] == "none" or not s["encode_max"]
+                   else f"prompts encoded with `{s['encode']}` up to N = {s['encode_max']:,}")
+        predicted = (f"prediction (the engine's default model) timed up to N = "
+                     f"{min(s.get('predict_max', 10**9), max(s['sizes'])):,}"
+                     if s["predict"] else "prediction not timed")
         lines += [f"### {title}", "", f"Measured {_env_line(sweep.get('environment'))}.", "",
-                  f"SREL epochs: {s['srel_epochs']}; prompts encoded with `{s['encode']}` up to "
-                  f"N = {s['encode_max']:,}; prediction timed: {s['predict']}"
-                  f" (up to N = {s.get('predict_max', 10**9):,}).", "",
+                  f"SREL epochs: {s['srel_epochs']} (the schedule: 2000 up to the dense threshold,"
+                  f" then 2000 x 1024 / N, at least 100); {encoded}; {predicted}."
+                  + (f" {s['note']}." if s.get("note") else ""), "",
                   "| N | SREL path | epochs (schedule) | s / epoch | SREL s | prompts s "
                   "(regions/s) | prediction s | process s | peak RSS | GPU peak |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

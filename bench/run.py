@@ -23,8 +23,8 @@ from bench.quality import MANHATTAN, QualitySettings, run_quality
 
 PARTS = ("quality", "sweep", "prompts", "writeback")
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
-QUICK_NOTE = ("Quick mode: 1 seed (no std), the ablations, the Prompt4RE rows and the paper "
-              "protocol on the first task only, Prompt4RE alone up to 1000 epochs (released: "
+QUICK_NOTE = ("Quick mode: 1 seed (no std), the ablations, gradient boosting, the Prompt4RE "
+              "rows and the paper protocol on the first task only, Prompt4RE alone up to 1000 epochs (released: "
               "3000). `make bench-full` runs 3 seeds and every row on every task.")
 
 
@@ -34,7 +34,8 @@ def quality_settings(full: bool, tasks: list[str] | None, device: str) -> Qualit
                                device=device)
     ablation_tasks = (tasks[0],) if tasks else ("crime",)
     return QualitySettings(seeds=(0,), tasks=tuple(tasks) if tasks else None,
-                           ablation_tasks=ablation_tasks, device=device, prompt4re_epochs=1000)
+                           ablation_tasks=ablation_tasks, device=device, prompt4re_epochs=1000,
+                           gbm_all_tasks=False)
 
 
 def sweep_options(full: bool, device: str) -> dict:
