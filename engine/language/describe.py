@@ -23,8 +23,8 @@ from engine.data.dataset import RegionDataset, View
 class DescriptionConfig:
     """What goes into a region description."""
 
-    top_categories: int = 4  # POI (and other count-view) categories listed, largest first
-    top_landuse: int = 3  # land-use classes listed, largest first
+    top_categories: int = 3  # POI (and other count-view) categories listed, largest first
+    top_landuse: int = 2  # land-use classes listed, largest first
     top_destinations: int = 2  # strongest trip destinations listed
     max_fields: int = 6  # numeric fields listed at most (continuous views)
     coordinate_decimals: int = 3  # decimals of latitude/longitude (3 = about 100 m)
@@ -129,7 +129,7 @@ class _Context:
         matrix = sp.csr_matrix(view.matrix)
         start, end = matrix.indptr[i], matrix.indptr[i + 1]
         columns, values = matrix.indices[start:end], matrix.data[start:end]
-        text = f"Trips out {int(round(out_total[i]))}, in {int(round(in_total[i]))}"
+        text = f"Trips out {_count(out_total[i])}, in {_count(in_total[i])}"
         if out_total[i] > 0 and len(values) and self.config.top_destinations > 0:
             order = np.argsort(-values, kind="stable")[: self.config.top_destinations]
             ids = self.dataset.region_ids
@@ -179,6 +179,14 @@ def _plain(value: object) -> str:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value.item() if hasattr(value, "item") else value)
+
+
+def _count(value: float) -> str:
+    """A count; large ones in thousands ("66k"): digits cost a token each."""
+    value = float(value)
+    if value >= 10_000:
+        return f"{int(round(value / 1000))}k"
+    return str(int(round(value)))
 
 
 def _percent(fraction: float) -> str:

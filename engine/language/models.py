@@ -350,12 +350,15 @@ def load_language_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
         device: "cpu" or "cuda".
         cache_dir: where the converted SmolLM2 copy is kept (default $TOPT_CACHE_DIR or
             ~/.cache/topt), under models/.
-        dtype: weights' dtype; default float32 on CPU, bfloat16 on CUDA.
+        dtype: weights' dtype; default bfloat16 on CUDA and on CPUs with native bfloat16
+            (AVX512-BF16 or AMX: twice as fast, region vectors within 0.995 centred cosine of
+            float32 on Manhattan), float32 on other CPUs.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype is None:
-        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        native = device != "cpu" or _cpu_has_bf16()
+        dtype = torch.bfloat16 if native else torch.float32
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     key = name_or_path.strip()
     if key.lower() == "smollm2":
@@ -551,6 +554,15 @@ def _hub_fingerprint(source: str) -> str:
     except (ImportError, ValueError):
         pass
     return source
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (else bfloat16 is emulated, and slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _offline() -> bool:

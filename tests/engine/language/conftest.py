@@ -153,3 +153,43 @@ def region_dataset(n: int = 6, with_names: bool = True) -> RegionDataset:
 @pytest.fixture
 def dataset() -> RegionDataset:
     return region_dataset()
+
+
+CHAT_LLAVA = CHAT.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory):
+    """A LLaVA with a 1-layer CLIP vision tower and a 2-layer Llama, and its processor."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = word_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": [*SPECIALS[4:], "<image>"]})
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 28},
+                                         crop_size={"height": 28, "width": 28})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                               patch_size=14, vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1, chat_template=CHAT_LLAVA)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, image_size=28, patch_size=14),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, max_position_embeddings=4096),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        architectures=["LlavaForConditionalGeneration"],
+    )
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config)
+    folder = tmp_path_factory.mktemp("tiny-llava")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
