@@ -12,7 +12,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import FAKE_ENGINE, ROOT, SYSTEM_PYTHON, make_regions
+from conftest import FAKE_ENGINE, ROOT, SYSTEM_PYTHON, make_points, make_regions
 
 QGIS_PROCESS = shutil.which("qgis_process.bin")
 pytestmark = pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process.bin is not installed")
@@ -75,3 +75,41 @@ def test_qgis_process_reports_engine_errors(qgis_app, tmp_path):
     assert "only 3 regions have a value" in ran.stdout + ran.stderr
     assert "Choose a target with more values." in ran.stdout + ran.stderr
     assert not (tmp_path / "out.gpkg").exists()
+
+
+def test_qgis_process_runs_the_real_engine_end_to_end(qgis_app, tmp_path):
+    """The real engine (.venv) on a tiny layer, through qgis_process.bin, as a batch model would."""
+    from qgis.core import QgsVectorLayer
+
+    engine_python = ROOT / ".venv" / "bin" / "python"
+    if not engine_python.exists():
+        pytest.skip("the engine environment .venv is not installed (make setup)")
+    profile = plugin_profile(tmp_path / "profile")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
+               TOPT_ENGINE_PYTHON=str(engine_python), TOPT_ENGINE_SOURCE=str(ROOT),
+               HF_HUB_OFFLINE="1")
+    subprocess.run([QGIS_PROCESS, "plugins", "enable", "topt_qgis"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    regions = make_regions(tmp_path / "city.gpkg", count=24, with_nulls=True)
+    points = make_points(tmp_path / "pois.gpkg", count=120)
+    before = (tmp_path / "city.gpkg").read_bytes()
+    ran = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "topt:learn_and_predict", "--", f"REGIONS={regions}",
+         "ID_FIELD=region_id", f"POINTS={points}", "POINT_CATEGORY_FIELD=category",
+         "TARGETS=crime", "LANGUAGE_MODEL=none", "EMBEDDING_SIZE=8", "EPOCHS=3", "FOLDS=3",
+         "DEVICE=cpu", f"OUTPUT={tmp_path / 'out.gpkg'}", f"MODEL_OUTPUT={tmp_path / 'model'}",
+         f"REPORT={tmp_path / 'report.html'}"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    layer = QgsVectorLayer(str(tmp_path / "out.gpkg"), "out", "ogr")
+    assert layer.featureCount() == 24
+    names = set(layer.fields().names())
+    assert {"emb_000", "emb_007", "pred_crime"} <= names and "emb_008" not in names
+    predictions = [f["pred_crime"] for f in layer.getFeatures()]
+    assert all(p is not None for p in predictions)  # unlabelled regions are predicted too
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["protocol"] == "clean" and not metrics["optimistic"]
+    assert "crime" in metrics["tasks"]
+    assert (tmp_path / "report.html").stat().st_size > 1000
+    assert (tmp_path / "city.gpkg").read_bytes() == before  # the user's layer is untouched

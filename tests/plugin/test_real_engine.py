@@ -38,10 +38,7 @@ def test_build_region_features_with_the_real_engine(real_engine, tmp_path):
     assert summary["targets"]["crime"]["labelled"] == 10  # two of twelve are empty
 
 
-@pytest.mark.slow
 def test_learn_and_predict_with_the_real_engine(real_engine, tmp_path):
-    if not (ROOT / "engine" / "tasks.py").exists():
-        pytest.skip("the engine's train command (engine/tasks.py) does not exist yet")
     from qgis.core import QgsVectorLayer
 
     regions = make_regions(tmp_path / "city.gpkg", count=24, with_nulls=False)
