@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from conftest import ROOT, make_points, make_regions
+from conftest import make_points, make_regions
 
 
 def run(algorithm, parameters):
