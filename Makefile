@@ -9,13 +9,14 @@ OUT ?= out
 DATA ?=
 TASKS ?=
 
-.PHONY: help setup setup-qgis test test-engine test-plugin lint demo bench bench-full package check-package screenshot clean
+.PHONY: help setup setup-qgis test test-slow test-engine test-plugin lint demo bench bench-full package check-package screenshot clean
 
 help:
 	@echo "make setup         engine environment in $(VENV) (pinned, torch==2.13.0 CPU wheel, offline models)"
 	@echo "make setup-qgis    Debian QGIS 3.22 + Xvfb + the plugin test environment in $(QGIS_VENV)"
 	@echo "make demo          the whole method on the bundled Manhattan demo through QGIS (qgis_process)"
 	@echo "make test          every test: engine, plugin (real QGIS, offscreen), lint"
+	@echo "make test-slow     the same plus the slow ones (real language-model weights)"
 	@echo "make bench         benchmarks (minutes) -> docs/benchmarks.md; DATA=dir TASKS=a,b for another city"
 	@echo "make bench-full    all seeds and sizes (longer)"
 	@echo "make package       topt_qgis.zip for the QGIS plugin store"
@@ -37,6 +38,9 @@ setup-qgis:
 
 test: setup setup-qgis
 	bash scripts/run_tests.sh
+
+test-slow: setup setup-qgis
+	MARKERS= bash scripts/run_tests.sh
 
 test-engine: setup
 	bash scripts/run_tests.sh engine

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(engine plugin lint)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Real model weights and long runs are marked slow: `make test-slow` (or MARKERS=) runs them too.
+MARKERS=${MARKERS-not slow}
 passed=0 failed=0 status=0
 tally() {  # $1: pytest's log; adds its counts
   local line
@@ -27,8 +29,8 @@ run_pytest() {  # $1: name, rest: command
 }
 for part in "${parts[@]}"; do
   case $part in
-    engine) run_pytest engine .venv/bin/python -m pytest tests/engine -q -p no:cacheprovider ;;
-    plugin) QT_QPA_PLATFORM=offscreen run_pytest plugin .venv-qgis/bin/python -m pytest tests/plugin -q -p no:cacheprovider ;;
+    engine) run_pytest engine .venv/bin/python -m pytest tests/engine tests/contract -q -p no:cacheprovider -m "$MARKERS" ;;
+    plugin) QT_QPA_PLATFORM=offscreen run_pytest plugin .venv-qgis/bin/python -m pytest tests/plugin -q -p no:cacheprovider -m "$MARKERS" ;;
     lint)
       echo "== lint"
       if .venv/bin/ruff check engine topt_qgis tests resources scripts bench; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi ;;
