@@ -193,3 +193,10 @@ def tiny_llava_dir(tmp_path_factory):
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def load_tiny(path):
+    """A tiny model in float32 (the default is bfloat16 on CPUs that have it)."""
+    from engine.language.models import load_language_model
+
+    return load_language_model(str(path), dtype=torch.float32)

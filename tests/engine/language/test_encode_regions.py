@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import region_dataset
+from conftest import load_tiny, region_dataset
 
 import engine.language.encode as encode_module
 from engine.errors import InputError
 from engine.language.encode import encode_regions
 from engine.language.images import crop_region_images
-from engine.language.models import load_language_model
 
 
 class CountingModel:
@@ -30,7 +29,7 @@ class CountingModel:
 
 @pytest.fixture
 def counting(tiny_causal_dir, monkeypatch):
-    model = CountingModel(load_language_model(str(tiny_causal_dir)))
+    model = CountingModel(load_tiny(tiny_causal_dir))
     monkeypatch.setattr(encode_module, "_load", lambda name, device, root: model)
     return model
 
@@ -112,7 +111,7 @@ def test_crop_needs_polygons(tmp_path):
 
 def test_images_reach_a_multimodal_model_and_its_cache_key(tiny_qwen2_vl_dir, tmp_path,
                                                            monkeypatch):
-    model = CountingModel(load_language_model(str(tiny_qwen2_vl_dir)))
+    model = CountingModel(load_tiny(tiny_qwen2_vl_dir))
     monkeypatch.setattr(encode_module, "_load", lambda name, device, root: model)
     raster = tmp_path / "image.tif"
     _write_raster(raster)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import load_tiny
 from PIL import Image
 
 from engine.errors import InputError
@@ -12,7 +13,6 @@ from engine.language.models import (
     CausalLanguageModel,
     EncoderLanguageModel,
     MultimodalLanguageModel,
-    load_language_model,
 )
 from engine.language.templates import task_template
 
@@ -26,19 +26,19 @@ TEXTS = [
 
 
 def test_kinds_are_detected(tiny_causal_dir, tiny_encoder_dir, tiny_qwen2_vl_dir):
-    assert isinstance(load_language_model(str(tiny_causal_dir)), CausalLanguageModel)
-    assert isinstance(load_language_model(str(tiny_encoder_dir)), EncoderLanguageModel)
-    assert isinstance(load_language_model(str(tiny_qwen2_vl_dir)), MultimodalLanguageModel)
+    assert isinstance(load_tiny(tiny_causal_dir), CausalLanguageModel)
+    assert isinstance(load_tiny(tiny_encoder_dir), EncoderLanguageModel)
+    assert isinstance(load_tiny(tiny_qwen2_vl_dir), MultimodalLanguageModel)
 
 
 def test_unknown_model_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="cannot load the language model"):
-        load_language_model(str(tmp_path / "no-such-model"))
+        load_tiny(tmp_path / "no-such-model")
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
 def test_prefix_reuse_equals_full_sequence(tiny_causal_dir, batch_size):
-    lm = load_language_model(str(tiny_causal_dir))
+    lm = load_tiny(tiny_causal_dir)
     prefix = task_template("crime")
     assert len(lm.prefix_ids(prefix)) > 100  # a real template, not a token or two
     reused = lm.encode(TEXTS, prefix, batch_size=batch_size, reuse_prefix=True)
@@ -49,7 +49,7 @@ def test_prefix_reuse_equals_full_sequence(tiny_causal_dir, batch_size):
 
 def test_prefix_changes_the_vectors(tiny_causal_dir):
     """The region tokens attend to the task prompt: another task gives other vectors."""
-    lm = load_language_model(str(tiny_causal_dir))
+    lm = load_tiny(tiny_causal_dir)
     crime = lm.encode(TEXTS, task_template("crime"))
     income = lm.encode(TEXTS, task_template("income"))
     assert np.abs(crime - income).max() > 1e-3
@@ -57,7 +57,7 @@ def test_prefix_changes_the_vectors(tiny_causal_dir):
 
 def test_causal_pooling_is_the_mean_over_region_tokens(tiny_causal_dir):
     """Checked against a plain forward pass of one unpadded sequence."""
-    lm = load_language_model(str(tiny_causal_dir))
+    lm = load_tiny(tiny_causal_dir)
     prefix = task_template("check_in")
     prefix_ids = lm.prefix_ids(prefix)
     text_ids = lm.tokenizer(TEXTS[2], add_special_tokens=False)["input_ids"]
@@ -71,7 +71,7 @@ def test_causal_pooling_is_the_mean_over_region_tokens(tiny_causal_dir):
 @pytest.mark.parametrize("fixture", ["tiny_causal_dir", "tiny_encoder_dir", "tiny_qwen2_vl_dir"])
 def test_padding_never_enters_the_mean(fixture, request):
     """A short text gives the same vector alone and in a batch padded for a long one."""
-    lm = load_language_model(str(request.getfixturevalue(fixture)))
+    lm = load_tiny(request.getfixturevalue(fixture))
     prefix = task_template("service_call")
     short, long = TEXTS[1], TEXTS[2] + " " + TEXTS[4]
     alone = lm.encode([short], prefix, batch_size=1)
@@ -81,7 +81,7 @@ def test_padding_never_enters_the_mean(fixture, request):
 
 
 def test_encoder_pools_over_the_region_text(tiny_encoder_dir):
-    lm = load_language_model(str(tiny_encoder_dir))
+    lm = load_tiny(tiny_encoder_dir)
     vectors = lm.encode(TEXTS, task_template("crime"), batch_size=2)
     assert vectors.shape == (5, 32)
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
@@ -96,7 +96,7 @@ def _image(seed: int) -> Image.Image:
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen2_vl_dir", "tiny_llava_dir"])
 def test_multimodal_pooling_excludes_image_tokens_and_padding(fixture, request):
-    lm = load_language_model(str(request.getfixturevalue(fixture)))
+    lm = load_tiny(request.getfixturevalue(fixture))
     texts = [TEXTS[1], TEXTS[2]]
     inputs, pool = lm.inputs(texts, task_template("crime", has_image=True),
                              [_image(0), _image(1)])
@@ -117,7 +117,7 @@ def test_multimodal_pooling_excludes_image_tokens_and_padding(fixture, request):
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen2_vl_dir", "tiny_llava_dir"])
 def test_multimodal_image_changes_the_vector(fixture, request):
-    lm = load_language_model(str(request.getfixturevalue(fixture)))
+    lm = load_tiny(request.getfixturevalue(fixture))
     assert isinstance(lm, MultimodalLanguageModel)
     prefix = task_template("crime", has_image=True)
     text = [TEXTS[0]]
@@ -130,7 +130,7 @@ def test_multimodal_image_changes_the_vector(fixture, request):
 
 
 def test_text_only_models_refuse_images(tiny_causal_dir):
-    lm = load_language_model(str(tiny_causal_dir))
+    lm = load_tiny(tiny_causal_dir)
     with pytest.raises(InputError, match="cannot read images"):
         lm.encode(TEXTS[:1], "x", images=[_image(0)])
 
