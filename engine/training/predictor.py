@@ -1,17 +1,29 @@
-"""The engine's default per-task model: candidates over several inputs, blended by inner CV.
+"""The engine's default per-task model: candidates over several inputs, blended by inner LOO.
 
 For one target, a set of candidate predictors is built from what the task has:
 
 - Ridge (penalty by exact leave-one-out) on the SREL embeddings, on the raw feature matrices,
   on the language semantic vectors, and on [embeddings, raw features] side by side;
+- kernel ridge (RBF, width and penalty by exact leave-one-out) on the robust features;
 - each on the raw target and on log1p(target) (counts only);
 - optionally Prompt4RE (embeddings + semantic vectors, `fit_prompt4re`, its epoch chosen by its
   own inner validation split) and a gradient-boosting model.
 
-Clean protocol (default): inside the training regions alone, an inner K-fold gives every
-candidate out-of-fold predictions; the blend weights are the non-negative weights summing to 1
-that minimise the squared error of those predictions (stacking, Breiman 1996). Each candidate
-with a weight is then refitted on all training regions. No label outside `train_index` is read.
+Clean protocol (default), inside the training regions alone:
+
+1. every Ridge and kernel-ridge candidate gives its exact leave-one-out predictions from one
+   decomposition (no refit); other candidates give inner K-fold out-of-fold predictions;
+2. the stack: non-negative weights summing to 1 minimising the squared error of those
+   predictions (Breiman 1996);
+3. the anchor: the literature's RidgeCV on the raw features (`ridge[raw|raw]`, the baseline
+   every result is shown beside), or the best single candidate when there are no raw features;
+4. the final blend is lambda * stack + (1 - lambda) * anchor, lambda in {0, 0.1, ..., 1} chosen
+   by an inner K-fold over the stacking step (weights fitted on K-1 parts of the leave-one-out
+   predictions, scored on the last). lambda = 0 (the anchor alone) unless the cross-validated
+   stack beats the anchor: with ~160 regions a free stack is noisy, and this shrinkage is what
+   keeps the default from falling below the baseline when the other inputs add nothing.
+
+No label outside `train_index` is read.
 
 Paper protocol: the candidates are fitted on the training regions and the weights are fitted on
 the test fold's labels (`selection_index`): OPTIMISTIC, for reproducing published practice only.
@@ -63,9 +75,15 @@ class TaskInputs:
 
 @dataclass
 class PredictorConfig:
-    inner_folds: int = 5  # inner K-fold inside the training regions that scores the candidates
-    inner_shuffle: bool = True  # shuffle the training regions before the inner folds (seeded)
-    combine: str = "stack"  # "stack": convex weights on inner out-of-fold predictions; "best": one
+    inner_folds: int = 5  # inner K-fold for candidates without exact leave-one-out (GBM, Prompt4RE)
+    inner_shuffle: bool = True  # shuffle the training regions before inner folds (seeded)
+    combine: str = "shrink"  # "shrink": stack shrunk toward the anchor; "stack"; "best": one
+    stack_folds: int = 10  # K-fold over the stacking step that chooses the shrinkage lambda
+    shrink_steps: int = 11  # lambda grid: linspace(0, 1, shrink_steps)
+    anchor: str = "ridge[raw|raw]"  # the candidate the stack shrinks toward (RidgeCV on raw)
+    kernel_ridge: bool = True  # RBF kernel-ridge candidates on the robust features
+    kernel_widths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # gamma x 1/median sq. distance
+    kernel_alphas: tuple[float, ...] = tuple(np.logspace(-3, 2, 16))  # kernel-ridge penalties
     alphas: tuple[float, ...] = tuple(DEFAULT_ALPHAS)  # Ridge penalties tried by leave-one-out
     target_transforms: tuple[str, ...] = ("raw", "log1p")  # log1p only used when all y >= 0
     use_concat: bool = True  # a candidate on [embeddings, raw features] side by side
@@ -85,6 +103,8 @@ class Candidate:
     name: str
     fit: Callable[[np.ndarray, np.ndarray], Predict]
     info: dict[str, Any] = field(default_factory=dict)  # what the last fit chose (penalty...)
+    # fit_loo(train_index, y) -> (predictor, (n_train,) exact leave-one-out predictions)
+    fit_loo: Callable[[np.ndarray, np.ndarray], tuple[Predict, np.ndarray]] | None = None
 
 
 def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
@@ -134,14 +154,117 @@ def _ridge_candidate(name: str, X: np.ndarray, transform: str, alphas: np.ndarra
     block = name[len("ridge["):].split("|")[0]
     candidate = Candidate(name=name, fit=lambda train, y: None)  # fit set below
 
-    def fit(train: np.ndarray, y: np.ndarray) -> Predict:
+    def fit_loo(train: np.ndarray, y: np.ndarray) -> tuple[Predict, np.ndarray]:
         y_train = y[train]
         model = LeaveOneOutRidge(alphas=alphas).fit(X[train], forward_target(y_train, transform))
         candidate.info = {"alpha": model.alpha_}
-        return RidgePredict(block, transform, model.coef_, model.intercept_, model.alpha_,
-                            float(np.max(y_train)), X)
+        predictor = RidgePredict(block, transform, model.coef_, model.intercept_, model.alpha_,
+                                 float(np.max(y_train)), X)
+        return predictor, inverse_target(model.loo_predictions_, transform, y_train)
 
-    candidate.fit = fit
+    candidate.fit = lambda train, y: fit_loo(train, y)[0]
+    candidate.fit_loo = fit_loo
+    return candidate
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) squared Euclidean distances."""
+    d = (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2.0 * a @ b.T
+    return np.maximum(d, 0.0)
+
+
+@dataclass
+class KernelRidgePredict:
+    """A fitted RBF kernel ridge (centred kernel, intercept): predictions in target units.
+
+    Saveable: the support rows (the training regions' inputs) travel with the model, so it
+    predicts regions it was not trained on from their inputs alone.
+    """
+
+    block: str  # the input block's name ("robust")
+    transform: str  # "raw" or "log1p"
+    support: np.ndarray = field(repr=False)  # (n, F) training inputs
+    dual: np.ndarray = field(repr=False)  # (n,) dual coefficients on the centred kernel
+    kernel_mean: np.ndarray = field(repr=False)  # (n,) column means of the training kernel
+    gamma: float = 1.0  # RBF width: exp(-gamma * squared distance)
+    alpha: float = 1.0  # the penalty chosen by leave-one-out
+    y_mean: float = 0.0  # mean of the (transformed) training target
+    y_max: float = 0.0  # the largest training label (caps log1p extrapolation)
+    X: np.ndarray | None = field(default=None, repr=False)  # (N, F) the block, all regions
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        k = np.exp(-self.gamma * _squared_distances(self.X[index], self.support))  # (m, n)
+        centred = (k - k.mean(axis=1, keepdims=True) - self.kernel_mean[None, :]
+                   + self.kernel_mean.mean())
+        values = self.y_mean + centred @ self.dual
+        return inverse_target(values, self.transform, np.asarray([self.y_max]))
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return ({"support": self.support.astype(np.float64), "dual": self.dual,
+                 "kernel_mean": self.kernel_mean},
+                {"kind": "kernel_ridge", "block": self.block, "transform": self.transform,
+                 "gamma": float(self.gamma), "alpha": float(self.alpha),
+                 "y_mean": float(self.y_mean), "y_max": float(self.y_max)})
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                   blocks: dict[str, np.ndarray]) -> KernelRidgePredict:
+        X = blocks[meta["block"]]
+        if X.shape[1] != arrays["support"].shape[1]:
+            raise InputError(
+                f"the model expects {arrays['support'].shape[1]} {meta['block']} inputs, these "
+                f"regions give {X.shape[1]}",
+                hint="Predict with the same layers, fields and language model as at training.")
+        return cls(meta["block"], meta["transform"], arrays["support"], arrays["dual"],
+                   arrays["kernel_mean"], meta["gamma"], meta["alpha"], meta["y_mean"],
+                   meta["y_max"], X)
+
+
+def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[float, ...],
+                      alphas: tuple[float, ...]) -> Candidate:
+    """RBF kernel ridge; width and penalty by exact leave-one-out (one eigh per width).
+
+    With the centred training kernel Kc = Q diag(l) Q^T and d_a = l / (l + a), the fitted values
+    are mean(y) + Q (d_a * Q^T yc), the leverages h_i = sum_k Q_ik^2 d_ak + 1/n and the
+    leave-one-out residuals (y_i - fitted_i) / (1 - h_i), as for linear Ridge.
+    """
+    block = name[len("kernel["):].split("|")[0]
+    candidate = Candidate(name=name, fit=lambda train, y: None)
+
+    def fit_loo(train: np.ndarray, y: np.ndarray) -> tuple[Predict, np.ndarray]:
+        y_train = y[train]
+        target = forward_target(y_train, transform)
+        A = X[train]
+        distances = _squared_distances(A, A)  # (n, n)
+        positive = distances[distances > 0]
+        median = float(np.median(positive)) if positive.size else 1.0
+        n, y_mean = len(target), float(target.mean())
+        centred_y = target - y_mean
+        best: tuple | None = None
+        for width in widths:
+            gamma = width / median
+            kernel = np.exp(-gamma * distances)
+            column_mean = kernel.mean(axis=0)  # (n,)
+            centred = kernel - column_mean[None, :] - column_mean[:, None] + column_mean.mean()
+            eigenvalues, Q = np.linalg.eigh(centred)  # (n,), (n, n)
+            eigenvalues = np.maximum(eigenvalues, 0.0)
+            qy, q2 = Q.T @ centred_y, Q**2
+            for alpha in alphas:
+                d = eigenvalues / (eigenvalues + alpha)
+                fitted = y_mean + Q @ (d * qy)
+                residual = (target - fitted) / np.maximum(1.0 - (q2 @ d + 1.0 / n), 1e-12)
+                error = float((residual**2).mean())
+                if best is None or error < best[0]:
+                    dual = Q @ (qy / (eigenvalues + alpha))
+                    best = (error, target - residual, gamma, float(alpha), dual, column_mean)
+        _, loo, gamma, alpha, dual, column_mean = best
+        candidate.info = {"gamma": gamma, "alpha": alpha}
+        predictor = KernelRidgePredict(block, transform, A.copy(), dual, column_mean, gamma,
+                                       alpha, y_mean, float(np.max(y_train)), X)
+        return predictor, inverse_target(loo, transform, y_train)
+
+    candidate.fit = lambda train, y: fit_loo(train, y)[0]
+    candidate.fit_loo = fit_loo
     return candidate
 
 
@@ -248,6 +371,11 @@ def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negativ
     transforms = [t for t in config.target_transforms if t == "raw" or non_negative]
     candidates = [_ridge_candidate(f"ridge[{name}|{t}]", matrix, t, alphas)
                   for name, matrix in blocks.items() for t in transforms]
+    if config.kernel_ridge:
+        name = "robust" if "robust" in blocks else next(iter(blocks))
+        candidates += [_kernel_candidate(f"kernel[{name}|{t}]", blocks[name], t,
+                                         config.kernel_widths, config.kernel_alphas)
+                       for t in transforms]
     if config.gbm:
         name = next((k for k in raw_named), "srel")
         candidates += [_gbm_candidate(f"gbm[{name}|{t}]", blocks[name], t, seed)
@@ -332,46 +460,92 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
         held_predictions = np.stack([predictors[n](held) for n in names], axis=1)  # (m, C)
         if non_negative:
             held_predictions = np.maximum(held_predictions, 0.0)
-        weights = _weights(held_predictions, held_y, config)
+        weights = _weights(held_predictions, held_y, config, names, seed, paper=True)
         scores = {n: regression_metrics(held_y, held_predictions[:, i])
                   for i, n in enumerate(names)}
         blend = regression_metrics(held_y, held_predictions @ weights)
         chosen = {c.name: dict(c.info) for c in candidates}
     else:
-        inner = kfold_splits(train, min(config.inner_folds, len(train)),
-                             shuffle=config.inner_shuffle, seed=seed)
-        oof = np.zeros((len(train), len(candidates)))  # (n_train, C)
-        position = {region: i for i, region in enumerate(train)}
-        for inner_train, inner_test in inner:
-            rows = [position[r] for r in inner_test]
-            for c, candidate in enumerate(candidates):
-                oof[rows, c] = candidate.fit(inner_train, y)(inner_test)
+        predictors, oof = {}, np.zeros((len(train), len(candidates)))  # (n_train, C)
+        slow = [c for c, candidate in enumerate(candidates) if candidate.fit_loo is None]
+        chosen = {}
+        for c, candidate in enumerate(candidates):
+            if candidate.fit_loo is not None:  # exact leave-one-out: one fit, no inner folds
+                predictors[candidate.name], oof[:, c] = candidate.fit_loo(train, y)
+                chosen[candidate.name] = dict(candidate.info)
+        if slow:
+            inner = kfold_splits(train, min(config.inner_folds, len(train)),
+                                 shuffle=config.inner_shuffle, seed=seed)
+            position = {region: i for i, region in enumerate(train)}
+            for inner_train, inner_test in inner:
+                rows = [position[r] for r in inner_test]
+                for c in slow:
+                    oof[rows, c] = candidates[c].fit(inner_train, y)(inner_test)
         if non_negative:
             oof = np.maximum(oof, 0.0)
         oof = np.nan_to_num(oof, nan=0.0, posinf=0.0, neginf=0.0)
-        weights = _weights(oof, y[train], config)
+        weights = _weights(oof, y[train], config, names, seed)
         scores = {n: regression_metrics(y[train], oof[:, i]) for i, n in enumerate(names)}
         blend = regression_metrics(y[train], oof @ weights)
-        predictors, chosen = {}, {}
-        for c, candidate in enumerate(candidates):
+        for c in slow:
             if weights[c] > 0:
-                predictors[candidate.name] = candidate.fit(train, y)
-                chosen[candidate.name] = dict(candidate.info)
+                predictors[names[c]] = candidates[c].fit(train, y)
+                chosen[names[c]] = dict(candidates[c].info)
+        chosen = {n: chosen[n] for n, w in zip(names, weights, strict=True) if w > 0}
     kept = {n: float(w) for n, w in zip(names, weights, strict=True) if w > 0}
     return FittedTask(weights=kept, scores=scores, blend_score=blend, chosen=chosen,
                       protocol=protocol, clip_negative=non_negative,
                       _predictors={n: predictors[n] for n in kept})
 
 
-def _weights(predictions: np.ndarray, y: np.ndarray, config: PredictorConfig) -> np.ndarray:
+def _anchor_index(predictions: np.ndarray, y: np.ndarray, names: list[str],
+                  config: PredictorConfig) -> int:
+    """The configured anchor (RidgeCV on raw features), else the best single candidate."""
+    if config.anchor in names:
+        return names.index(config.anchor)
+    return int(np.argmin(((predictions - y[:, None]) ** 2).mean(axis=0)))
+
+
+def shrunk_stack_weights(predictions: np.ndarray, y: np.ndarray, anchor: int, *,
+                         folds: int = 10, steps: int = 11, seed: int = 0
+                         ) -> tuple[np.ndarray, float]:
+    """lambda * stack + (1 - lambda) * anchor, lambda chosen by K-fold over the stacking step.
+
+    predictions: (n, C) out-of-sample (leave-one-out) predictions of the candidates. The stack's
+    own out-of-fold predictions come from convex weights fitted on the other K-1 parts; lambda
+    minimises their blend's squared error with the anchor's. Ties go to the smaller lambda.
+    Returns (weights (C,), lambda).
+    """
+    n = len(y)
+    stacked = np.zeros(n)
+    for inner_train, inner_test in kfold_splits(np.arange(n), min(folds, n), shuffle=True,
+                                                seed=seed):
+        stacked[inner_test] = predictions[inner_test] @ convex_weights(predictions[inner_train],
+                                                                       y[inner_train])
+    lambdas = np.linspace(0.0, 1.0, steps)
+    base = predictions[:, anchor]
+    errors = [float(((lam * stacked + (1 - lam) * base - y) ** 2).mean()) for lam in lambdas]
+    lam = float(lambdas[int(np.argmin(errors))])  # argmin: the first (smallest) on ties
+    weights = lam * convex_weights(predictions, y)
+    weights[anchor] += 1.0 - lam
+    return weights, lam
+
+
+def _weights(predictions: np.ndarray, y: np.ndarray, config: PredictorConfig, names: list[str],
+             seed: int = 0, *, paper: bool = False) -> np.ndarray:
     if config.combine == "best":
         errors = ((predictions - y[:, None]) ** 2).mean(axis=0)
         weights = np.zeros(predictions.shape[1])
         weights[int(np.argmin(errors))] = 1.0
         return weights
-    if config.combine != "stack":
+    if config.combine not in ("stack", "shrink"):
         raise ValueError(f"unknown combine {config.combine!r}")
-    weights = convex_weights(predictions, y)
+    if config.combine == "shrink" and not paper:
+        anchor = _anchor_index(predictions, y, names, config)
+        weights, _ = shrunk_stack_weights(predictions, y, anchor, folds=config.stack_folds,
+                                          steps=config.shrink_steps, seed=seed)
+    else:
+        weights = convex_weights(predictions, y)
     weights[weights < config.min_weight] = 0.0
     return weights / weights.sum()
 
@@ -475,6 +649,13 @@ def load_fitted_task(saved: dict, inputs: TaskInputs, *, device: str = "cpu",
                                  hint="Predict with the same layers and language model as at "
                                       "training.")
             predictors[name] = RidgePredict.from_state(arrays, meta, blocks)
+        elif meta["kind"] == "kernel_ridge":
+            if meta["block"] not in blocks:
+                raise InputError(f"the model needs the {meta['block']} inputs, which these "
+                                 "regions do not have",
+                                 hint="Predict with the same layers and language model as at "
+                                      "training.")
+            predictors[name] = KernelRidgePredict.from_state(arrays, meta, blocks)
         elif meta["kind"] == "prompt4re":
             predictors[name] = Prompt4REPredict.from_state(arrays, meta, inputs.embeddings,
                                                            inputs.semantic, device)
