@@ -92,8 +92,7 @@ def _polygons_only(frame, label: str, report: Report):
     types = set(shapely.get_type_id(geometry).tolist())
     polygonal = {3, 6}  # Polygon, MultiPolygon
     if not types <= polygonal:
-        found = sorted({frame.geometry.geom_type.iloc[i] for i in range(len(frame))
-                        if frame.geometry.geom_type.iloc[i] not in POLYGONAL})
+        found = sorted(set(frame.geometry.geom_type.unique()) - set(POLYGONAL))
         raise InputError(f"the region layer must hold polygons, it holds {', '.join(found)}",
                          layer=label, hint="Choose a polygon layer, or buffer/convert it first.")
     invalid = ~shapely.is_valid(geometry)
