@@ -349,6 +349,8 @@ def trained_model(layers, tmp_path_factory) -> Path:
     return out / "model"
 
 
+@pytest.mark.xfail(strict=True, reason="engine/models/serialization.py load_model: a damaged "
+                   "safetensors file raises SafetensorError (internal error), not an InputError")
 def test_corrupt_model_file_is_an_input_error(untouched, trained_model, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained_model, model)
@@ -386,6 +388,7 @@ def test_model_trained_on_other_fields_is_an_input_error(untouched, trained_mode
     assert rc == 2, stderr
     error = _error(events)
     assert error["kind"] == "input"
-    assert "jobs" in error["message"] or error["field"] == "jobs" or "field" in error["message"]
-    assert error["hint"]
+    assert "fields view" in error["message"]  # the view of numeric fields differs
+    assert "1 here, 2 in the model" in error["message"]
+    assert "same" in error["hint"] and "fields" in error["hint"]
     assert _outputs(tmp_path / "out") == []
