@@ -35,7 +35,7 @@ def test_smollm2_converts_once_and_encodes(cache_dir, tmp_path):
     model = load_language_model("smollm2", cache_dir=cache_dir, dtype=torch.float32)
     first_load = time.perf_counter() - started
     started = time.perf_counter()
-    again = load_language_model("smollm2", cache_dir=cache_dir)
+    again = load_language_model("smollm2", cache_dir=cache_dir, dtype=torch.float32)
     second_load = time.perf_counter() - started
     assert model.kind == "causal" and model.hidden_size == 576
     assert again.fingerprint == model.fingerprint
