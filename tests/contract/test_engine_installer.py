@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PLUGIN, ROOT, load_plugin_module
+from plugin_modules import PLUGIN, ROOT, load_plugin_module
 
 FAKE_PIP = textwrap.dedent("""\
     import json, os, sys, time

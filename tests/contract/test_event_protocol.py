@@ -1,7 +1,7 @@
 """The border between the two worlds: every event engine/events.py can write is understood by
 topt_qgis/engine_protocol.py, and a line that is not an event is dropped, never raised.
 
-The plugin module is loaded by file path (see conftest.py), so QGIS is not needed.
+The plugin module is loaded by file path (see plugin_modules.py), so QGIS is not needed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, load_plugin_module
+from plugin_modules import ROOT, load_plugin_module
 
 from engine import events as engine_events
 from engine.errors import InputError
