@@ -95,7 +95,7 @@ class _Context:
         return view.name.replace("_", " ").capitalize()
 
     def _mix(self, view: View, i: int) -> str:
-        row = np.nan_to_num(np.asarray(view.matrix[i], dtype=np.float64).ravel())
+        row = np.nan_to_num(_row(view, i))
         keep = [c for c, name in enumerate(view.columns) if name.lower() not in self.target_names]
         total = float(row[keep].sum()) if keep else 0.0
         label = self._label(view)
@@ -113,7 +113,7 @@ class _Context:
         return f"{label} {int(round(total))}: " + ", ".join(parts) + "."
 
     def _fields(self, view: View, i: int) -> str:
-        row = np.asarray(view.matrix[i], dtype=np.float64).ravel()
+        row = _row(view, i)
         parts = []
         for c, name in enumerate(view.columns):
             if name.lower() in self.target_names or not np.isfinite(row[c]):
@@ -137,6 +137,14 @@ class _Context:
                      for k in order if values[k] > 0]
             text += "; to " + ", ".join(parts)
         return text + "."
+
+
+def _row(view: View, i: int) -> np.ndarray:
+    """Row i of a view as a dense float64 vector (C,)."""
+    row = view.matrix[i]
+    if sp.issparse(row):
+        row = row.toarray()
+    return np.asarray(row, dtype=np.float64).ravel()
 
 
 def _centroids_lonlat(dataset: RegionDataset) -> np.ndarray | None:
