@@ -97,8 +97,8 @@ class EventSink:
 
 def _jsonable(value: Any) -> Any:
     """Numbers from numpy and paths become plain JSON values."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars (a scalar's tolist is its value)
+        return value.tolist()
     if hasattr(value, "item"):
         return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
     return str(value)

@@ -6,6 +6,7 @@ succeeded, so a failed or cancelled run leaves no half-written output behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -38,10 +39,10 @@ def staged_output(out_dir: Path, overwrite: bool, names: list[str]):
             layer=str(out_dir), hint="Choose another --out-dir or pass --overwrite.")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".topt-partial-", dir=out_dir))
     except OSError as exc:
-        raise InputError(f"cannot create the output folder: {exc.strerror}", layer=str(out_dir),
-                         hint="Choose a folder you can write to.") from exc
-    stage = Path(tempfile.mkdtemp(prefix=".topt-partial-", dir=out_dir))
+        raise InputError(f"cannot write into the output folder: {exc.strerror}",
+                         layer=str(out_dir), hint="Choose a folder you can write to.") from exc
     try:
         yield stage
         for item in sorted(stage.iterdir()):
@@ -49,8 +50,26 @@ def staged_output(out_dir: Path, overwrite: bool, names: list[str]):
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
+    except InputError:
+        raise
+    except Exception as exc:
+        if _disk_full(exc, out_dir):
+            raise InputError("the disk holding the output folder is full; nothing was written",
+                             layer=str(out_dir),
+                             hint="Free some space, or choose an --out-dir on another disk.") from exc
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """ENOSPC, or (GDAL hides it behind its own errors) less than 1 MB left where we wrote."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 1024**2
+    except OSError:
+        return False
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -87,7 +87,7 @@ def load_dataset(job: dict, sink: EventSink):
     if job.get("benchmark"):
         from engine.data.benchmark import load_benchmark_folder
 
-        dataset = load_benchmark_folder(Path(job["benchmark"]))
+        dataset = load_benchmark_folder(Path(job["benchmark"]), log=lambda m: sink.warning(m))
         wanted = job.get("targets")
         if wanted:
             missing = [t for t in wanted if t not in dataset.targets]
@@ -133,7 +133,7 @@ def check_memory(dataset, config, device: str) -> None:
 
     width = sum(v.width for v in dataset.views.values() if v.kind != "flow")
     need = estimate_job_bytes(
-        dataset.n_regions, width, hidden=getattr(config, "hidden_size", 64),
+        dataset.n_regions, width, hidden=getattr(config, "hidden", 64),
         heads=getattr(config, "heads", 4), layers=getattr(config, "layers", 2),
         dense_threshold=getattr(config, "dense_threshold", 2048),
         neighbours=getattr(config, "neighbours", 16), embedding_size=config.embedding_size)

@@ -46,6 +46,15 @@ def projected_crs(geometry) -> object:
         raise ValueError("the geometry has no CRS")
     if series.crs.is_projected:
         return series.crs
+    minx, miny, maxx, maxy = series.total_bounds
+    if not (-180.5 <= minx <= maxx <= 180.5 and -90.5 <= miny <= maxy <= 90.5):
+        from engine.errors import InputError
+
+        raise InputError(
+            f"the layer's CRS is geographic ({series.crs.to_string()}) but its coordinates "
+            f"({minx:.0f}, {miny:.0f} .. {maxx:.0f}, {maxy:.0f}) are not longitudes and latitudes",
+            hint="The file probably lost its CRS (GeoJSON is read as EPSG:4326): set the layer's "
+                 "real CRS in QGIS (Layer Properties > Source) and save it again.")
     return series.estimate_utm_crs()
 
 

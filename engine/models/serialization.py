@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -60,7 +61,11 @@ def load_model(path_dir: str | Path, device: str | torch.device = "cpu") -> nn.M
         raise InputError(f"no saved model in {path}", layer=str(path),
                          hint=f"Pass the folder that holds {CONFIG} and {WEIGHTS} (the model/ "
                               "folder written by `train` or `embed`).")
-    meta = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    try:
+        meta = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the model's {CONFIG} cannot be read ({exc})", layer=str(path),
+                         hint="Train the model again, or choose the model/ folder it wrote.") from exc
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise InputError(f"{path / CONFIG} is not a ToPT model of version {VERSION}",
                          layer=str(path), hint="Train the model again with this version.")
@@ -69,5 +74,10 @@ def load_model(path_dir: str | Path, device: str | torch.device = "cpu") -> nn.M
         raise InputError(f"unknown architecture {meta.get('architecture')!r}", layer=str(path))
     model_class, config_class = architectures[meta["architecture"]]
     model = model_class(config_class(**meta["config"]), **meta["arguments"])
-    model.load_state_dict(load_file(str(path / WEIGHTS), device="cpu"), strict=True)
+    try:
+        model.load_state_dict(load_file(str(path / WEIGHTS), device="cpu"), strict=True)
+    except (SafetensorError, OSError, RuntimeError) as exc:  # damaged, truncated or mismatched
+        raise InputError(f"the model's weights {path / WEIGHTS} are damaged or do not fit its "
+                         f"config ({exc})", layer=str(path),
+                         hint="Train the model again, or choose the model/ folder it wrote.") from exc
     return model.to(device).eval()

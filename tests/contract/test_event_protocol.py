@@ -109,8 +109,6 @@ def _valid_line(**changes) -> str:
     return json.dumps(record)
 
 
-@pytest.mark.xfail(strict=True, reason="engine/events.py _jsonable calls .item() before "
-                   ".tolist(): an array of more than one value raises ValueError")
 def test_numpy_arrays_in_metrics_are_written_as_lists(protocol):
     lines = _lines(lambda sink: sink.result(outputs={}, metrics={"r2": np.array([0.7, 0.72])}))
     assert protocol.parse_line(lines[0]).get("metrics") == {"r2": [0.7, 0.72]}

@@ -299,14 +299,9 @@ def _tmpfs(path: Path, options: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-STAGING_UNGUARDED = ("engine/outputs.py staged_output: tempfile.mkdtemp in a read-only folder and "
-                     "GDAL's disk-full error are not turned into an InputError (internal error)")
-
-
 @pytest.mark.parametrize("inside", [
     pytest.param(True, id="new-subfolder"),
-    pytest.param(False, id="existing-folder",
-                 marks=pytest.mark.xfail(strict=True, reason=STAGING_UNGUARDED)),
+    pytest.param(False, id="existing-folder"),
 ])
 def test_read_only_output_folder_is_an_input_error(untouched, tmp_path, inside):
     _needs("engine.data.build")
@@ -320,7 +315,6 @@ def test_read_only_output_folder_is_an_input_error(untouched, tmp_path, inside):
         assert "Traceback" not in stderr
 
 
-@pytest.mark.xfail(strict=True, reason=STAGING_UNGUARDED)
 def test_disk_full_while_writing_leaves_nothing_and_says_so(untouched, tmp_path):
     _needs("engine.data.build")
     with _tmpfs(tmp_path / "small-disk", "size=64k") as folder:
@@ -349,8 +343,6 @@ def trained_model(layers, tmp_path_factory) -> Path:
     return out / "model"
 
 
-@pytest.mark.xfail(strict=True, reason="engine/models/serialization.py load_model: a damaged "
-                   "safetensors file raises SafetensorError (internal error), not an InputError")
 def test_corrupt_model_file_is_an_input_error(untouched, trained_model, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained_model, model)

@@ -267,9 +267,6 @@ def test_a_clean_layer_gives_a_dataset(tmp_path):
     assert poi.sum() == 3  # every point counted once, after reprojection from EPSG:4326
 
 
-@pytest.mark.xfail(strict=True, reason="engine/data/priors.py projected_crs: metre coordinates "
-                   "in a layer read as EPSG:4326 raise RuntimeError('Unable to determine UTM "
-                   "CRS') instead of an InputError")
 def test_metre_coordinates_read_as_lon_lat_are_an_input_error(tmp_path):
     """A GeoJSON exported without its CRS: readers take EPSG:4326, the numbers are metres."""
     import geopandas as gpd
