@@ -72,6 +72,18 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
         return False
 
 
+def check_writable(out_dir: Path) -> None:
+    """Fails at once, before any training, when the output folder cannot be written."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=".topt-probe-", dir=out_dir))
+        probe.rmdir()
+    except OSError as exc:
+        raise InputError(f"cannot write into the output folder: {exc.strerror}",
+                         layer=str(out_dir), hint="Choose a folder you can write to.") from exc
+
+
 def write_json(path: Path, payload: dict) -> None:
     Path(path).write_text(json.dumps(payload, indent=2, default=_plain) + "\n", encoding="utf-8")
 

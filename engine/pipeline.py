@@ -162,6 +162,9 @@ def run(command: str, job: dict, sink: EventSink) -> int:
     sink.start(command, __version__, device)
     started = time.monotonic()
     out_dir = _out_dir(job)
+    from engine.outputs import check_writable
+
+    check_writable(out_dir)
     dataset = load_dataset(job, sink)
     if command == "prepare":
         return _prepare(dataset, out_dir, opts, sink)
