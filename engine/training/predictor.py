@@ -412,6 +412,7 @@ class FittedTask:
     chosen: dict[str, dict]  # candidate -> what its final fit chose (penalty, epoch)
     protocol: str
     clip_negative: bool  # counts: negative predictions become 0
+    shrink: float | None = None  # lambda of the stack vs the anchor (None: not shrunk)
     _predictors: dict[str, Predict] = field(default_factory=dict, repr=False)
 
     def predict(self, index: np.ndarray) -> np.ndarray:
@@ -427,7 +428,8 @@ class FittedTask:
                 "weights": {k: round(v, 4) for k, v in self.weights.items()},
                 "chosen": self.chosen, "best_single": best,
                 "inner_r2": {k: round(v["r2"], 4) for k, v in self.scores.items()},
-                "inner_blend_r2": round(self.blend_score.get("r2", float("nan")), 4)}
+                "inner_blend_r2": round(self.blend_score.get("r2", float("nan")), 4),
+                "shrink_lambda": self.shrink}
 
 
 def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "clean",
@@ -460,7 +462,7 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
         held_predictions = np.stack([predictors[n](held) for n in names], axis=1)  # (m, C)
         if non_negative:
             held_predictions = np.maximum(held_predictions, 0.0)
-        weights = _weights(held_predictions, held_y, config, names, seed, paper=True)
+        weights, lam = _weights(held_predictions, held_y, config, names, seed, paper=True)
         scores = {n: regression_metrics(held_y, held_predictions[:, i])
                   for i, n in enumerate(names)}
         blend = regression_metrics(held_y, held_predictions @ weights)
@@ -484,7 +486,7 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
         if non_negative:
             oof = np.maximum(oof, 0.0)
         oof = np.nan_to_num(oof, nan=0.0, posinf=0.0, neginf=0.0)
-        weights = _weights(oof, y[train], config, names, seed)
+        weights, lam = _weights(oof, y[train], config, names, seed)
         scores = {n: regression_metrics(y[train], oof[:, i]) for i, n in enumerate(names)}
         blend = regression_metrics(y[train], oof @ weights)
         for c in slow:
@@ -494,7 +496,7 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
         chosen = {n: chosen[n] for n, w in zip(names, weights, strict=True) if w > 0}
     kept = {n: float(w) for n, w in zip(names, weights, strict=True) if w > 0}
     return FittedTask(weights=kept, scores=scores, blend_score=blend, chosen=chosen,
-                      protocol=protocol, clip_negative=non_negative,
+                      protocol=protocol, clip_negative=non_negative, shrink=lam,
                       _predictors={n: predictors[n] for n in kept})
 
 
@@ -532,22 +534,24 @@ def shrunk_stack_weights(predictions: np.ndarray, y: np.ndarray, anchor: int, *,
 
 
 def _weights(predictions: np.ndarray, y: np.ndarray, config: PredictorConfig, names: list[str],
-             seed: int = 0, *, paper: bool = False) -> np.ndarray:
+             seed: int = 0, *, paper: bool = False) -> tuple[np.ndarray, float | None]:
+    """(blend weights (C,), the shrinkage lambda or None when no shrinkage was done)."""
+    lam = None
     if config.combine == "best":
         errors = ((predictions - y[:, None]) ** 2).mean(axis=0)
         weights = np.zeros(predictions.shape[1])
         weights[int(np.argmin(errors))] = 1.0
-        return weights
+        return weights, lam
     if config.combine not in ("stack", "shrink"):
         raise ValueError(f"unknown combine {config.combine!r}")
     if config.combine == "shrink" and not paper:
         anchor = _anchor_index(predictions, y, names, config)
-        weights, _ = shrunk_stack_weights(predictions, y, anchor, folds=config.stack_folds,
-                                          steps=config.shrink_steps, seed=seed)
+        weights, lam = shrunk_stack_weights(predictions, y, anchor, folds=config.stack_folds,
+                                            steps=config.shrink_steps, seed=seed)
     else:
         weights = convex_weights(predictions, y)
     weights[weights < config.min_weight] = 0.0
-    return weights / weights.sum()
+    return weights / weights.sum(), lam
 
 
 # ---------------------------------------------------------------- outer evaluation
