@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -82,15 +83,22 @@ def main() -> None:
     runs = [True] if args.no_full or model.kind != "causal" else [True, False]
     vectors = {}
     for reuse in runs:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         vectors[reuse] = model.encode(texts, prefix, batch_size=args.batch_size,
                                       reuse_prefix=reuse)
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         key = "reuse" if reuse else "full"
         result[f"{key}_s"] = round(seconds, 2)
-        result[f"{key}_regions_per_s"] = round(len(texts) / seconds, 1)
+        result[f"{key}_regions_per_s"] = round(len(texts) / seconds, 2)
+        # On a shared machine wall time depends on the neighbours; CPU time does not: the
+        # regions per second an idle machine would give with all its threads busy.
+        result[f"{key}_cpu_s"] = round(cpu_seconds, 2)
+        result[f"{key}_regions_per_s_idle_estimate"] = round(
+            len(texts) * torch.get_num_threads() / cpu_seconds, 2)
     if len(vectors) == 2:
         result["max_abs_diff_reuse_vs_full"] = float(np.abs(vectors[True] - vectors[False]).max())
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
     print("example:", texts[0])
 
