@@ -228,6 +228,8 @@ class EncoderLanguageModel(LanguageModel):
                 if head:
                     row = tok.build_inputs_with_special_tokens(head, region)
                     type_ids = tok.create_token_type_ids_from_sequences(head, region)
+                    if len(type_ids) != len(row):  # a tokenizer without pair special tokens
+                        type_ids = [0] * len(row)
                 else:
                     row = tok.build_inputs_with_special_tokens(region)
                     type_ids = [0] * len(row)
