@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.dataset import RegionDataset
+from engine.errors import InputError
 from engine.language.describe import DescriptionConfig, describe_regions
 from engine.language.models import LanguageModel, default_cache_dir, load_language_model
 from engine.language.templates import task_template
@@ -65,6 +66,12 @@ def encode_regions(
     images = None
     if image_raster:
         from engine.language.images import crop_region_images
+
+        if not language_model.accepts_images:
+            raise InputError(f"the language model '{language_model.name}' cannot read images",
+                             layer=str(image_raster),
+                             hint="Choose a multimodal model (Qwen2-VL, Qwen2.5-VL, LLaVA) or "
+                             "leave the image raster empty.")
 
         images = crop_region_images(dataset, image_raster)
     prefix = task_template(target_name, description, has_image=images is not None)

@@ -121,3 +121,12 @@ def test_images_reach_a_multimodal_model_and_its_cache_key(tiny_qwen2_vl_dir, tm
     text_only = encode_regions(dataset, "crime", model="tiny", cache_dir=tmp_path / "cache")
     assert model.encoded == 8  # the image is part of the key: no false cache hit
     assert np.abs(with_image - text_only).max() > 1e-4
+
+
+def test_image_raster_with_a_text_only_model_is_an_input_error(counting, tmp_path):
+    raster = tmp_path / "image.tif"
+    _write_raster(raster)
+    with pytest.raises(InputError, match="cannot read images"):
+        encode_regions(_with_geometry(region_dataset()), "crime", model="tiny",
+                       image_raster=str(raster), cache_dir=tmp_path)
+    assert counting.encoded == 0
