@@ -5,7 +5,7 @@
 # Usage: scripts/demo.sh OUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-out/demo}
+out=$(realpath -m "${1:-out/demo}")
 mkdir -p "$out"
 demo=resources/demo/manhattan.gpkg
 [ -f "$demo" ] || .venv/bin/python resources/demo/build_demo.py
