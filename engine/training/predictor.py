@@ -82,6 +82,7 @@ class PredictorConfig:
     shrink_steps: int = 11  # lambda grid: linspace(0, 1, shrink_steps)
     anchor: str = "ridge[raw|raw]"  # the candidate the stack shrinks toward (RidgeCV on raw)
     kernel_ridge: bool = True  # RBF kernel-ridge candidates on the robust features
+    kernel_max_regions: int = 1000  # no kernel ridge above this many labelled regions (O(n^3))
     kernel_widths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # gamma x 1/median sq. distance
     kernel_alphas: tuple[float, ...] = tuple(np.logspace(-3, 2, 16))  # kernel-ridge penalties
     alphas: tuple[float, ...] = tuple(DEFAULT_ALPHAS)  # Ridge penalties tried by leave-one-out
@@ -371,7 +372,8 @@ def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negativ
     transforms = [t for t in config.target_transforms if t == "raw" or non_negative]
     candidates = [_ridge_candidate(f"ridge[{name}|{t}]", matrix, t, alphas)
                   for name, matrix in blocks.items() for t in transforms]
-    if config.kernel_ridge:
+    labelled = int(np.isfinite(np.asarray(inputs.y, dtype=np.float64)).sum())
+    if config.kernel_ridge and labelled <= config.kernel_max_regions:
         name = "robust" if "robust" in blocks else next(iter(blocks))
         candidates += [_kernel_candidate(f"kernel[{name}|{t}]", blocks[name], t,
                                          config.kernel_widths, config.kernel_alphas)

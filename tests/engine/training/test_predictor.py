@@ -166,3 +166,14 @@ def test_saved_task_model_predicts_the_same(city, tmp_path):
     loaded = load_fitted_task(load_task_model(tmp_path / "model"), inputs)
     index = np.arange(city.n_regions)
     assert np.allclose(loaded.predict(index), fitted.predict(index))
+
+
+def test_kernel_ridge_is_left_out_for_many_labelled_regions(city):
+    from engine.training.predictor import build_candidates
+
+    inputs = TaskInputs(None, None, robust_features(city), city.targets["crime"])
+    names = [c.name for c in build_candidates(inputs, PredictorConfig(), non_negative=True)]
+    assert "kernel[raw|log1p]" in names  # a lone matrix is the "raw" block
+    few = PredictorConfig(kernel_max_regions=50)
+    names = [c.name for c in build_candidates(inputs, few, non_negative=True)]
+    assert not any(n.startswith("kernel[") for n in names) and "ridge[raw|raw]" in names
