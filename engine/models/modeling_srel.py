@@ -565,6 +565,8 @@ class ViewFusion(nn.Module):
         - **output:** :math:`(N, hidden)` and the view weights :math:`(V,)`
     """
 
+    REGION_CHUNK = 32768  # regions per fused-attention call (CUDA's limit is 65,535)
+
     def __init__(self, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
@@ -579,7 +581,11 @@ class ViewFusion(nn.Module):
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         y = self.norm(tokens)
-        tokens = tokens + self.attention(y, y, y, need_weights=False)[0]  # (N, V, hidden)
+        # Regions are the batch here; CUDA's fused attention takes at most 65,535 of them at once
+        # (with dropout), so large cities attend in chunks: exact, each region is independent.
+        attended = torch.cat([self.attention(chunk, chunk, chunk, need_weights=False)[0]
+                              for chunk in y.split(self.REGION_CHUNK)])  # (N, V, hidden)
+        tokens = tokens + attended
         weights = torch.softmax(self.score(tokens).squeeze(-1).mean(0), dim=0)  # (V,)
         return (tokens * weights.view(1, -1, 1)).sum(1), weights  # (N, hidden), (V,)
 
