@@ -400,6 +400,10 @@ def is_available(name_or_path: str = DEFAULT_MODEL) -> bool:
         return False
 
 
+# Bandit B615 (download without a pinned revision) is silenced on the from_pretrained calls
+# below on purpose: the model is the user's choice (a local folder, a package's files, or a Hub
+# id they name), it is read with local_files_only whenever HF_HUB_OFFLINE is set, and weights are
+# read as safetensors/GGUF, never pickle.
 def _load_folder(name: str, source: str, fingerprint: str, device: str, dtype: torch.dtype,
                  kind: str | None) -> LanguageModel:
     """Load a model folder or hub id as the right kind of LanguageModel."""
@@ -408,7 +412,7 @@ def _load_folder(name: str, source: str, fingerprint: str, device: str, dtype: t
 
     offline = _offline()
     try:
-        config = AutoConfig.from_pretrained(source, local_files_only=offline)
+        config = AutoConfig.from_pretrained(source, local_files_only=offline)  # nosec B615
     except (OSError, ValueError) as error:
         raise InputError(f"cannot load the language model '{name}': {error}",
                          field="language_model",
@@ -421,14 +425,14 @@ def _load_folder(name: str, source: str, fingerprint: str, device: str, dtype: t
                    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
                    "llava": "LlavaForConditionalGeneration"}
         model_class = getattr(transformers, classes[_model_type(config)])
-        model = model_class.from_pretrained(source, **common).to(device)
+        model = model_class.from_pretrained(source, **common).to(device)  # nosec B615
         processor = _load_processor(source, config, offline)
         return MultimodalLanguageModel(name, fingerprint, model, processor, device=device)
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)  # nosec B615
     if kind == "causal":
-        model = AutoModelForCausalLM.from_pretrained(source, **common).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source, **common).to(device)  # nosec B615
         return CausalLanguageModel(name, fingerprint, model, tokenizer, device=device)
-    model = AutoModel.from_pretrained(source, **common).to(device)
+    model = AutoModel.from_pretrained(source, **common).to(device)  # nosec B615
     return EncoderLanguageModel(name, fingerprint, model, tokenizer, device=device)
 
 
@@ -439,7 +443,7 @@ def _load_processor(source: str, config, offline: bool):
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     try:
-        return AutoProcessor.from_pretrained(source, local_files_only=offline)
+        return AutoProcessor.from_pretrained(source, local_files_only=offline)  # nosec B615
     except (ImportError, TypeError, ValueError, OSError) as error:
         first_error = error
     base = getattr(transformers, _PROCESSORS.get(_model_type(config), ""), None)
@@ -450,9 +454,9 @@ def _load_processor(source: str, config, offline: bool):
             "attributes": [a for a in base.attributes if a != "video_processor"],
             "video_processor": None,
         })
-        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline,
+        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline,  # nosec B615
                                                              use_fast=False)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)  # nosec B615
         return images_only(image_processor=image_processor, tokenizer=tokenizer,
                            chat_template=getattr(tokenizer, "chat_template", None))
     except (ImportError, TypeError, ValueError, OSError) as error:
@@ -518,8 +522,8 @@ def _smollm2_folder(models_dir: Path) -> tuple[Path, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Dequantising the Q4_1 GGUF into float32 takes a while: done once, then kept.
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)  # nosec B615
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,  # nosec B615
                                                  dtype=torch.float32)
     staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(staging, safe_serialization=True)
