@@ -49,7 +49,9 @@ class QualitySettings:
     srel_epochs: int | None = None  # SREL epochs (None: the engine's schedule, 2000 at N=180)
     language_model: str = "smollm2"  # the default prompt encoder
     ablation_models: tuple[str, ...] = ("minilm",)  # other language models to compare
-    ablations: bool = True  # run the SREL and prompt ablations
+    ablations: bool = True  # run the prompt and language-model ablations
+    srel_ablations: bool = True  # train SREL without distance bias / without centrality too
+    method_all_tasks: bool = True  # engine-default rows on every task (False: ablation tasks)
     ablation_tasks: tuple[str, ...] | None = None  # tasks for ablations and paper (None: all)
     paper_protocol: bool = True  # also run the OPTIMISTIC paper protocol
     gbm: bool = True  # include gradient boosting (slower)
@@ -197,20 +199,24 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
                 add(task, protocol, name, label, runs, time.perf_counter() - start)
 
     # 2. SREL embeddings (no label read), per variant and seed.
-    variants = ["srel"] + (["srel_no_distance", "srel_no_centrality"] if settings.ablations else [])
+    variants = ["srel"] + (["srel_no_distance", "srel_no_centrality"]
+                           if settings.ablations and settings.srel_ablations else [])
     embeddings: dict[str, dict[int, np.ndarray]] = {}
     for variant in variants:
         embeddings[variant] = {}
-        seconds = []
+        seconds, cpu_seconds = [], []  # wall time; CPU time of this process (all its threads)
         for seed in settings.seeds:
             config = SRELConfig(epochs=settings.srel_epochs, **SREL_VARIANTS[variant])
             torch.manual_seed(seed)
             log(f"  SREL {variant} seed {seed} ...")
+            cpu_start = time.process_time()
             result = fit_srel(dataset, config, device=settings.device, seed=seed)
+            cpu_seconds.append(time.process_time() - cpu_start)
             embeddings[variant][seed] = result.embeddings
             seconds.append(result.seconds)
             log(f"  SREL {variant} seed {seed}: {result.epochs} epochs in {result.seconds:.1f} s")
         out["srel"][variant] = {"epochs": result.epochs, "seconds": seconds,
+                                "cpu_seconds": cpu_seconds,
                                 "threads": torch.get_num_threads(), "device": settings.device}
 
     # 3. Land-use clustering of each embedding (and of the raw features, for reference).
@@ -243,6 +249,8 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
     if settings.ablations:
         models += [m for m in settings.ablation_models if m != settings.language_model]
     for task in tasks:
+        if task not in ablation_tasks and not settings.method_all_tasks:
+            continue
         y = dataset.targets[task]
         semantic: dict[str, np.ndarray | None] = {}
         for model in models if task in ablation_tasks else models[:1]:
@@ -267,10 +275,11 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
                 for model in models[1:]:
                     combos.append(("clean", "srel", semantic[model], f"method_{model}",
                                    f"  ablation: language model {model}", {}))
-                combos.append(("clean", "srel_no_distance", main, "method_no_distance",
-                               "  ablation: SREL without distance bias", {}))
-                combos.append(("clean", "srel_no_centrality", main, "method_no_centrality",
-                               "  ablation: SREL without centrality", {}))
+                if "srel_no_distance" in embeddings:
+                    combos.append(("clean", "srel_no_distance", main, "method_no_distance",
+                                   "  ablation: SREL without distance bias", {}))
+                    combos.append(("clean", "srel_no_centrality", main, "method_no_centrality",
+                                   "  ablation: SREL without centrality", {}))
         for protocol, variant, vectors, name, label, extra in combos:
             start = time.perf_counter()
             runs = []

@@ -176,6 +176,16 @@ def goals_section(results: dict) -> list[str]:
             else:
                 lines.append(f"| memory exponent ({label}) | fewer than 2 sizes past "
                              f"{threshold} ran | not measured |")
+    gpu = results.get("sweep_cuda")
+    if gpu:
+        fit = memory_exponent(gpu["rows"], 1024, key="gpu_peak_bytes")
+        if fit:
+            met = fit["exponent"] <= GOALS["memory_exponent"]
+            by = f"{fit['exponent'] - GOALS['memory_exponent']:+.2f}"
+            sizes = ", ".join(map(str, fit["sizes"]))
+            lines.append(f"| GPU memory ~ N^e past the dense threshold, e <= 1.2 (peak allocated) |"
+                         f" e = {fit['exponent']:.2f} over N = {sizes} | {_verdict(met, by)} |")
+    if sweep:
         e2e = next((r for r in sweep["rows"] if r["n_regions"] == 10000 and not r.get("failed")),
                    None)
         if e2e and e2e.get("srel", {}).get("epochs") == e2e.get("srel", {}).get("schedule_epochs"):
@@ -204,9 +214,11 @@ def goals_section(results: dict) -> list[str]:
         if srel["epochs"] == 2000:
             met = seconds < GOALS["manhattan_srel_seconds"]
             by = f"{seconds - GOALS['manhattan_srel_seconds']:+.1f} s"
+            cpu = (f"; CPU time {min(srel['cpu_seconds']):.0f} s over {srel['threads']} "
+                   "threads" if srel.get("cpu_seconds") else "")
             lines.append(f"| SREL on Manhattan, 2000 full-batch epochs < 60 s (HAFusion: 11-12 min)"
-                         f" | {seconds:.1f} s (fastest of {len(srel['seconds'])}, "
-                         f"{srel['threads']} threads) | {_verdict(met, by)} |")
+                         f" | {seconds:.1f} s wall (fastest of {len(srel['seconds'])}, "
+                         f"{srel['threads']} threads{cpu}) | {_verdict(met, by)} |")
         else:
             lines.append(f"| SREL on Manhattan, 2000 epochs < 60 s | only {srel['epochs']} epochs "
                          f"ran ({seconds:.1f} s) | not measured |")
@@ -248,7 +260,7 @@ def speed_section(results: dict, plot: str | None) -> list[str]:
                 f"({srel['schedule_epochs']}) | {_fmt(srel.get('seconds_per_epoch'), 4)} | "
                 f"{srel['seconds']:.1f} | {encode} | {predict} | {r['process_seconds']:.0f} | "
                 f"{_gb(r['peak_rss_bytes'])} | {_gb(r.get('gpu_peak_bytes'))} |")
-        skipped = {r.get("encode", {}).get("skipped") for r in sweep["rows"]} - {None}
+        skipped = {r.get("encode", {}).get("skipped") for r in sweep["rows"]} - {None, "not asked"}
         skipped |= {r.get("predict", {}).get("skipped") for r in sweep["rows"]} - {None}
         if skipped:
             lines += ["", "Skipped: " + "; ".join(sorted(str(x)[:200] for x in skipped)) + "."]
@@ -353,7 +365,7 @@ Raw results: `docs/bench/quality.json`, `sweep-cpu.json` (`sweep-cuda.json`), `p
 
 
 def render(results: dict, out_dir: Path, plot: str | None) -> str:
-    envs = [results.get(k, {}).get("environment") for k in
+    envs = [(results.get(k) or {}).get("environment") for k in
             ("quality", "sweep_cpu", "prompts")]
     envs = [e for e in envs if e]
     lines = [INTRO]
