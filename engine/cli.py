@@ -92,6 +92,9 @@ def _add_common(cmd: argparse.ArgumentParser, needs_data: bool) -> None:
     run.add_argument("--image-raster", help="raster layer cropped per region for multimodal models")
     run.add_argument("--task-description", action="append", default=[],
                      help="TARGET=TEXT, what the target means (repeatable)")
+    run.add_argument("--prompt4re", action="store_true",
+                     help="add the trained Prompt4RE cross-attention head as a candidate of the "
+                     "per-task model (kept only where inner validation says it helps; slower)")
     run.add_argument("--cache-dir", type=Path, default=None)
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -153,7 +156,8 @@ def job_from_args(args: argparse.Namespace) -> dict:
         target, text = item.split("=", 1)
         descriptions[target.strip()] = text.strip()
     for key in ("out_dir", "model", "seed", "embedding_size", "epochs", "folds", "shuffle",
-                "protocol", "language_model", "image_raster", "cache_dir", "device", "overwrite"):
+                "protocol", "language_model", "image_raster", "cache_dir", "device", "overwrite",
+                "prompt4re"):
         value = getattr(args, key, None)
         if value not in (None, False):
             job[key] = str(value) if isinstance(value, Path) else value

@@ -12,7 +12,7 @@ MARKERS=${MARKERS-not slow}
 passed=0 failed=0 status=0
 tally() {  # $1: pytest's log; adds its counts
   local line
-  line=$(grep -E '^=+ .*(passed|failed|error|no tests ran).* in [0-9.]+s' "$1" | tail -1)
+  line=$(grep -E '(passed|failed|errors?|no tests ran).* in [0-9.]+s' "$1" | tail -1)
   p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
   f=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | awk '{s += $1} END {print s + 0}')
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
