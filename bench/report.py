@@ -371,6 +371,8 @@ def render(results: dict, out_dir: Path, plot: str | None) -> str:
     lines = [INTRO]
     mode = results.get("mode", "?")
     lines += [f"Mode: **{mode}**. Run at {_env_line(results.get('environment'))}.", ""]
+    if results.get("note"):
+        lines += [f"> {results['note']}", ""]
     busy = _busy_note(envs + [results.get("environment") or {}])
     if busy:
         lines += [busy]

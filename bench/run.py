@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: all; writeback only with --full; 'none': only render the "
                         "document from the existing result files)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--note", default=None,
+                        help="a sentence about this run shown under the mode line (e.g. how busy)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -166,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    results: dict = {"mode": "full" if full else "quick", "environment": environment(args.device)}
+    results: dict = {"mode": "full" if full else "quick", "environment": environment(args.device),
+                     "note": args.note}
     started = time.perf_counter()
     if "quality" in parts:
         log(f"quality on {data} ...")
