@@ -18,7 +18,8 @@ def main(path: str) -> int:
     label = "paper protocol (OPTIMISTIC)" if metrics.get("optimistic") else "clean protocol"
     print(f"\nManhattan, {metrics.get('folds')} folds, {label}; MAE / RMSE / R2\n")
     tasks = list(metrics.get("tasks", {}))
-    header = f"{'method':<34}" + "".join(f"{t:>28}" for t in tasks)
+    width = 64
+    header = f"{'method':<{width}}" + "".join(f"{t:>28}" for t in tasks)
     print(header)
     print("-" * len(header))
     methods: list[str] = []
@@ -27,13 +28,13 @@ def main(path: str) -> int:
             if method not in methods:
                 methods.append(method)
     for method in methods:
-        row = f"{method + ' (this run)':<34}"
+        row = f"{method + ' (this run)':<{width}}"
         for task in tasks:
             s = metrics["tasks"][task]["methods"].get(method)
             row += f"{s['MAE']:>10.1f} {s['RMSE']:>8.1f} {s['R2']:>7.3f}  " if s else f"{'':>28}"
         print(row)
     for method, scores in published["methods"].items():
-        row = f"{method + ' (published)':<34}"
+        row = f"{method + ' (published)':<{width}}"
         for task in tasks:
             s = scores.get(task)
             row += f"{s[0]:>10.1f} {s[1]:>8.1f} {s[2]:>7.3f}  " if s else f"{'':>28}"
