@@ -290,8 +290,13 @@ class _EventFollower:
         self.feedback.pushInfo(message)
         log(message)
 
+    # Each engine stage reports its own 0..1; the bar shows the whole run (percent ranges).
+    STAGE_RANGES = {"data": (0, 5), "srel": (5, 60), "prompts": (60, 80), "fit": (80, 97),
+                    "write": (97, 100)}
+
     def _on_progress(self, event: Event) -> None:
-        self.feedback.setProgress(100.0 * float(event.get("fraction")))
+        low, high = self.STAGE_RANGES.get(event.get("stage"), (0, 100))
+        self.feedback.setProgress(low + (high - low) * float(event.get("fraction")))
         stage, message = event.get("stage"), event.get("message")
         if message:
             self.feedback.setProgressText(f"{stage}: {message}")
