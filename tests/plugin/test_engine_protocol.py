@@ -57,3 +57,22 @@ def test_newer_protocol_is_recognised_by_version():
     line = json.dumps({"event": "start", "v": PROTOCOL_VERSION + 1, "time": 0, "whatever": 1})
     event = parse_line(line)
     assert event is not None and event.version == PROTOCOL_VERSION + 1
+
+
+def test_the_progress_bar_follows_the_whole_run(qgis_app):
+    """Each engine stage counts from 0 to 1; the bar must only move forward across stages."""
+    from qgis.core import QgsProcessingFeedback
+
+    from topt_qgis.engine_runner import _EventFollower
+
+    feedback = QgsProcessingFeedback()
+    follower = _EventFollower(feedback)
+    seen = []
+    for stage in ("data", "srel", "prompts", "fit", "write"):
+        for fraction in (0.0, 0.5, 1.0):
+            line = json.dumps({"event": "progress", "v": PROTOCOL_VERSION, "time": 0.0,
+                               "stage": stage, "fraction": fraction, "message": ""})
+            follower.take(line.encode())
+            seen.append(feedback.progress())
+    assert seen == sorted(seen)
+    assert seen[0] == 0 and seen[-1] == 100
