@@ -126,6 +126,9 @@ def quality_section(quality: dict) -> list[str]:
         if not rows:
             continue
         lines += [f"### {title}", ""]
+        if protocol == "paper":
+            lines += ["Row labels name each model's clean recipe; in this protocol the penalty, "
+                      "setting, blend or epoch is chosen on the test fold instead.", ""]
         for task in quality["tasks"]:
             task_rows = [r for r in rows if r["task"] == task]
             if not task_rows:
@@ -260,6 +263,10 @@ def speed_section(results: dict, plot: str | None) -> list[str]:
                 f"({srel['schedule_epochs']}) | {_fmt(srel.get('seconds_per_epoch'), 4)} | "
                 f"{srel['seconds']:.1f} | {encode} | {predict} | {r['process_seconds']:.0f} | "
                 f"{_gb(r['peak_rss_bytes'])} | {_gb(r.get('gpu_peak_bytes'))} |")
+        sources = [f"N = {r['n_regions']:,} from {r['source']}" for r in sweep["rows"]
+                   if r.get("source")]
+        if sources:
+            lines += ["", "Rows from later runs: " + "; ".join(sources) + "."]
         skipped = {r.get("encode", {}).get("skipped") for r in sweep["rows"]} - {None, "not asked"}
         skipped |= {r.get("predict", {}).get("skipped") for r in sweep["rows"]} - {None}
         if skipped:

@@ -112,6 +112,24 @@ def run_writeback(out: Path, full: bool, log) -> dict | None:
     return _read(out / "writeback-qgis.json")
 
 
+def _merged_gpu_sweeps(bench_dir: Path) -> dict | None:
+    """sweep-cuda.json, with rows of other sweep-cuda*.json files (later runs, e.g. after a fix)
+    added; a successful row replaces a failed one of the same N and names its file."""
+    base = _read(bench_dir / "sweep-cuda.json")
+    if base is None:
+        return None
+    rows = {r["n_regions"]: r for r in base["rows"]}
+    for path in sorted(bench_dir.glob("sweep-cuda?*.json")):
+        extra = _read(path) or {}
+        for row in extra.get("rows", []):
+            old = rows.get(row["n_regions"])
+            if not row.get("failed") and (old is None or old.get("failed")):
+                row["source"] = f"{path.name} ({extra.get('environment', {}).get('date')})"
+                rows[row["n_regions"]] = row
+    base["rows"] = [rows[n] for n in sorted(rows)]
+    return base
+
+
 def render_document(results: dict, out_docs: Path) -> Path:
     from bench.plots import scaling_plot
     from bench.report import render
@@ -196,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     results["quality"] = _read(bench_dir / "quality.json")
     results["prompts"] = _read(bench_dir / "prompts.json")
     results["sweep_cpu"] = _read(bench_dir / "sweep-cpu.json")
-    results["sweep_cuda"] = _read(bench_dir / "sweep-cuda.json")
+    results["sweep_cuda"] = _merged_gpu_sweeps(bench_dir)
     results["writeback"] = _read(bench_dir / "writeback-qgis.json")
     results["seconds"] = time.perf_counter() - started
     document = render_document(results, out_docs)
