@@ -23,10 +23,11 @@ from bench.quality import MANHATTAN, QualitySettings, run_quality
 
 PARTS = ("quality", "sweep", "prompts", "writeback")
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
-QUICK_NOTE = ("Quick mode: 1 seed (no std); the engine's default model, its prompt ablations, "
-              "gradient boosting, the Prompt4RE rows and the paper protocol on the first task "
-              "only (the baselines and SREL -> Ridge on every task); no SREL ablations (each is "
-              "another 2000-epoch training); Prompt4RE alone up to 1000 epochs (released: 3000). "
+QUICK_NOTE = ("Quick mode: 1 seed (no std); the prompt ablations, gradient boosting and the "
+              "paper protocol on the first task only (the baselines, SREL -> Ridge and the "
+              "engine default on every task); no SREL "
+              "ablations (each is another 2000-epoch training); no Prompt4RE-head rows (minutes "
+              "per task on this CPU; measured on a GPU in docs/bench/prompt4re-manhattan-cuda.json). "
               "`make bench-full` runs 3 seeds and every row on every task.")
 
 
@@ -37,7 +38,8 @@ def quality_settings(full: bool, tasks: list[str] | None, device: str) -> Qualit
     ablation_tasks = (tasks[0],) if tasks else ("crime",)
     return QualitySettings(seeds=(0,), tasks=tuple(tasks) if tasks else None,
                            ablation_tasks=ablation_tasks, device=device, prompt4re_epochs=1000,
-                           gbm_all_tasks=False, srel_ablations=False, method_all_tasks=False)
+                           gbm_all_tasks=False, srel_ablations=False, method_all_tasks=True,
+                           prompt4re_rows=False)
 
 
 def sweep_options(full: bool, device: str) -> dict:
