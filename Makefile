@@ -9,7 +9,7 @@ OUT ?= out
 DATA ?=
 TASKS ?=
 
-.PHONY: help setup setup-qgis test test-slow test-engine test-plugin lint demo bench bench-full package check-package screenshot clean
+.PHONY: help setup setup-qgis test test-slow test-engine test-plugin lint demo bench bench-full install-engine package check-package screenshot clean
 
 help:
 	@echo "make setup         engine environment in $(VENV) (pinned, torch==2.13.0 CPU wheel, offline models)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-slow     the same plus the slow ones (real language-model weights)"
 	@echo "make bench         benchmarks (minutes) -> docs/benchmarks.md; DATA=dir TASKS=a,b for another city"
 	@echo "make bench-full    all seeds and sizes (longer)"
+	@echo "make install-engine the engine environment in a QGIS profile (PROFILE=dir; default profile)"
 	@echo "make package       topt_qgis.zip for the QGIS plugin store"
 	@echo "make check-package load the zip in a fresh QGIS profile, Bandit and detect-secrets on it"
 
@@ -59,6 +60,9 @@ bench: setup
 
 bench-full: setup setup-qgis
 	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --full $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS))
+
+install-engine:
+	python3 scripts/install_engine.py $(PROFILE)
 
 package:
 	bash scripts/package.sh
