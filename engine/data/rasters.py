@@ -19,10 +19,26 @@ STATS = ("mean", "sum", "std", "count")
 BLOCK_PIXELS = 4_000_000  # pixels read per block (memory: a few tens of MB)
 
 
+def open_raster(path: str, label: str | None = None):
+    """An open rasterio dataset with a CRS, or an InputError that names the raster."""
+    import rasterio
+
+    label = label or str(path)
+    try:
+        source = rasterio.open(path)
+    except Exception as exc:
+        raise InputError(f"cannot open the raster: {exc}", layer=label,
+                         hint="Use a GeoTIFF (or another raster GDAL can read).") from exc
+    if source.crs is None:
+        source.close()
+        raise InputError("the raster has no coordinate reference system (CRS)", layer=label,
+                         hint="Assign its CRS in QGIS (Raster > Projections > Assign).")
+    return source
+
+
 def raster_view(path: str, regions_geometry, regions_crs, *, stats: list[str] | None = None,
                 view: str = "raster", report: Report | None = None) -> View:
     """(N, bands * len(stats)) zonal statistics, columns `band{b}_{stat}`; NaN where no pixel."""
-    import rasterio
     from affine import Affine
     from rasterio.features import rasterize
     from rasterio.windows import Window
@@ -34,15 +50,7 @@ def raster_view(path: str, regions_geometry, regions_crs, *, stats: list[str] | 
         raise InputError(f"unknown raster statistic {', '.join(unknown)}", layer=str(path),
                          hint=f"Use some of: {', '.join(STATS)}.")
     label = _check_file(path).name
-    try:
-        source = rasterio.open(path)
-    except Exception as exc:
-        raise InputError(f"cannot open the raster: {exc}", layer=label,
-                         hint="Use a GeoTIFF (or another GDAL raster).") from exc
-    with source:
-        if source.crs is None:
-            raise InputError("the raster has no coordinate reference system (CRS)", layer=label,
-                             hint="Assign its CRS in QGIS (Raster > Projections > Assign).")
+    with open_raster(path, label) as source:
         geometry = np.asarray(regions_geometry)
         if source.crs != regions_crs:  # move the polygons, never resample the raster
             import geopandas as gpd

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.data.dataset import RegionDataset
+from engine.data.rasters import open_raster
 from engine.errors import InputError
 
 
@@ -17,7 +18,6 @@ def crop_region_images(dataset: RegionDataset, raster_path: str, size: int = 224
     uint8 with the 2nd and 98th percentiles of the whole raster (the same scale for every region);
     uint8 rasters are used as they are.
     """
-    import rasterio
     from PIL import Image
     from rasterio.enums import Resampling
     from rasterio.windows import from_bounds
@@ -27,15 +27,7 @@ def crop_region_images(dataset: RegionDataset, raster_path: str, size: int = 224
                          layer=raster_path,
                          hint="Load the regions from a polygon layer, or leave the image raster "
                          "empty.")
-    try:
-        source = rasterio.open(raster_path)
-    except rasterio.errors.RasterioIOError as error:
-        raise InputError(f"cannot open the image raster: {error}", layer=raster_path,
-                         hint="Choose a GeoTIFF or another raster GDAL can read.") from error
-    with source:
-        if source.crs is None:
-            raise InputError("the image raster has no CRS", layer=raster_path,
-                             hint="Assign its CRS in QGIS (Layer Properties > Source) first.")
+    with open_raster(raster_path) as source:
         geometry = dataset.geometry
         if geometry.crs is None and dataset.crs:
             geometry = geometry.set_crs(dataset.crs)

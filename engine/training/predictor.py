@@ -116,6 +116,16 @@ def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(scaled, axis=1)  # (N, sum of widths)
 
 
+def _saved_block(blocks: dict[str, np.ndarray], name: str, width: int) -> np.ndarray:
+    """The input block a saved predictor reads, checked against the width it was fitted on."""
+    X = blocks[name]
+    if X.shape[1] != width:
+        raise InputError(
+            f"the model expects {width} {name} inputs, these regions give {X.shape[1]}",
+            hint="Predict with the same layers, fields and language model as at training.")
+    return X
+
+
 @dataclass
 class RidgePredict:
     """A fitted Ridge on one input block: predictions in the target's units. Saveable."""
@@ -141,12 +151,7 @@ class RidgePredict:
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                    blocks: dict[str, np.ndarray]) -> RidgePredict:
-        X = blocks[meta["block"]]
-        if X.shape[1] != arrays["coef"].shape[0]:
-            raise InputError(
-                f"the model expects {arrays['coef'].shape[0]} {meta['block']} inputs, these "
-                f"regions give {X.shape[1]}",
-                hint="Predict with the same layers, fields and language model as at training.")
+        X = _saved_block(blocks, meta["block"], arrays["coef"].shape[0])
         return cls(meta["block"], meta["transform"], arrays["coef"], meta["intercept"],
                    meta["alpha"], meta["y_max"], X)
 
@@ -210,12 +215,7 @@ class KernelRidgePredict:
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                    blocks: dict[str, np.ndarray]) -> KernelRidgePredict:
-        X = blocks[meta["block"]]
-        if X.shape[1] != arrays["support"].shape[1]:
-            raise InputError(
-                f"the model expects {arrays['support'].shape[1]} {meta['block']} inputs, these "
-                f"regions give {X.shape[1]}",
-                hint="Predict with the same layers, fields and language model as at training.")
+        X = _saved_block(blocks, meta["block"], arrays["support"].shape[1])
         return cls(meta["block"], meta["transform"], arrays["support"], arrays["dual"],
                    arrays["kernel_mean"], meta["gamma"], meta["alpha"], meta["y_mean"],
                    meta["y_max"], X)
