@@ -16,8 +16,10 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterVectorDestination,
+    QgsProject,
     QgsVectorLayer,
 )
+from qgis.PyQt import sip
 
 from .. import writeback
 from .base import ToptAlgorithm, copy_folder, engine_output, tr
@@ -101,6 +103,11 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
 
         output_path = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         source = self.parameterAsSource(parameters, "REGIONS", context)
+        if source is None:
+            raise QgsProcessingException(
+                "The region layer was removed from the project while ToPT ran, so the output "
+                "layer could not be made from it and nothing was written into it. The engine's "
+                f"results (embeddings and predictions by region id) are in {regions_file}.")
         report = writeback.write_output_layer(
             source, id_field, result_layer, result_id, output_path, context.transformContext(),
             feedback=feedback)
@@ -126,10 +133,22 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
 
         if self.parameterDefinition("WRITE_BACK") is not None and \
                 self.parameterAsBool(parameters, "WRITE_BACK", context):
-            self._write_back = (self.region_layer(parameters, context), id_field, str(regions_file),
+            layer = self.region_layer(parameters, context)
+            project = context.project() or QgsProject.instance()
+            in_project = project.mapLayer(layer.id()) is not None
+            self._write_back = ((layer, layer.id(), in_project), id_field, str(regions_file),
                                 result_id,
                                 self.parameterAsBool(parameters, "OVERWRITE_FIELDS", context))
         return outputs
+
+    @staticmethod
+    def _live_layer(planned: tuple, context) -> QgsVectorLayer | None:
+        """The region layer at write-back time, or None when it left the project meanwhile."""
+        layer, layer_id, in_project = planned
+        if in_project:
+            project = context.project() or QgsProject.instance()
+            return project.mapLayer(layer_id)
+        return None if sip.isdeleted(layer) else layer
 
     def _style_output(self, output_path: str, field_name: str, context) -> None:
         layer = QgsVectorLayer(output_path, "output", "ogr")
@@ -146,6 +165,12 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
         if not plan:
             return {}
         layer, id_field, regions_file, result_id, overwrite = plan
+        layer = self._live_layer(layer, context)
+        if layer is None:
+            feedback.reportError(
+                "The region layer was removed from the project while ToPT ran, so its fields "
+                "were not written; the results are in the output layer.", fatalError=False)
+            return {}
         result_layer = QgsVectorLayer(f"{regions_file}|layername=regions", "result", "ogr")
         try:
             writeback.write_fields_into_layer(layer, id_field, result_layer, result_id,
