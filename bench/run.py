@@ -31,7 +31,14 @@ QUICK_NOTE = ("Quick mode: 1 seed (no std); the prompt ablations, gradient boost
               "`make bench-full` runs 3 seeds and every row on every task.")
 
 
-def quality_settings(full: bool, tasks: list[str] | None, device: str) -> QualitySettings:
+def quality_settings(full: bool, tasks: list[str] | None, device: str,
+                     seeds: tuple[int, ...] | None = None,
+                     srel_ablations: bool = False) -> QualitySettings:
+    if not full and (seeds or srel_ablations):  # quick, with more seeds or the SREL ablations
+        quick = quality_settings(False, tasks, device)
+        quick.seeds = seeds or quick.seeds
+        quick.srel_ablations = srel_ablations
+        return quick
     if full:
         return QualitySettings(seeds=(0, 1, 2), tasks=tuple(tasks) if tasks else None,
                                device=device)
@@ -164,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: all; writeback only with --full; 'none': only render the "
                         "document from the existing result files)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--seeds", default=None,
+                        help="quick mode with these seeds, e.g. 0,1,2 (mean and std over them)")
+    parser.add_argument("--srel-ablations", action="store_true",
+                        help="quick mode with the SREL ablations (no distance bias, no centrality)")
     parser.add_argument("--note", default=None,
                         help="a sentence about this run shown under the mode line (e.g. how busy)")
     args = parser.parse_args(argv)
@@ -193,11 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if "quality" in parts:
         log(f"quality on {data} ...")
-        settings = quality_settings(full, tasks, args.device)
+        seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
+        settings = quality_settings(full, tasks, args.device, seeds, args.srel_ablations)
         quality = run_quality(data, settings, log=log)
         quality["environment"] = environment(args.device)
         if not full:
             quality["quick_note"] = QUICK_NOTE
+            if seeds or args.srel_ablations:
+                quality["quick_note"] += (f" This run: seeds {list(settings.seeds)}"
+                                          + (", with the SREL ablations on the first task."
+                                             if args.srel_ablations else "."))
         _write(bench_dir / "quality.json", quality)
         quality_csv(quality, bench_dir / "quality.csv")
     if "prompts" in parts:

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,11 +46,17 @@ def staged_output(out_dir: Path, overwrite: bool, names: list[str]):
                          layer=str(out_dir), hint="Choose a folder you can write to.") from exc
     try:
         yield stage
-        for item in sorted(stage.iterdir()):
-            target = out_dir / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
+        # A cancel (SIGTERM/SIGINT) waits until every output is in place: all or nothing.
+        blocked = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            for item in sorted(stage.iterdir()):
+                target = out_dir / item.name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
     except InputError:
         raise
     except Exception as exc:

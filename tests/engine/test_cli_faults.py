@@ -384,3 +384,32 @@ def test_model_trained_on_other_fields_is_an_input_error(untouched, trained_mode
     assert "1 here, 2 in the model" in error["message"]
     assert "same" in error["hint"] and "fields" in error["hint"]
     assert _outputs(tmp_path / "out") == []
+
+
+TRAIN_OUTPUTS = ["metrics.json", "model", "regions.gpkg", "report.html"]
+
+
+@pytest.mark.parametrize("stage", ["data", "srel", "fit", "write"])
+def test_cancel_at_every_stage_leaves_all_or_nothing(untouched, tmp_path, stage):
+    """SIGTERM (what the plugin's Cancel sends) as soon as `train` enters each stage."""
+    _needs("engine.data.build")
+    out = tmp_path / "out"
+    epochs = 100000 if stage == "srel" else 5
+    args = ["train", *_data_args(untouched, epochs), "--targets", "crime", "--folds", "3",
+            "--out-dir", str(out)]
+    with _engine_process(args) as p:
+        _read_until(p, stage)
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=120)
+        rest = [json.loads(line) for line in p.stdout.read().splitlines()]
+        assert "Traceback" not in p.stderr.read()
+    present = [n for n in _outputs(out) if n in OUTPUT_NAMES]
+    if stage == "srel":
+        assert rc == 130  # 100,000 epochs: the signal certainly lands inside SREL
+    if rc == 130:
+        assert _error(rest)["kind"] == "cancelled"
+        assert present == []
+    else:  # the signal came after the last output was in place: the run is complete
+        assert rc == 0 and rest[-1]["event"] == "result"
+        assert present == TRAIN_OUTPUTS
+    assert _outputs(out) == present  # no half-written file, no leftover visible
