@@ -19,6 +19,14 @@ from engine.errors import InputError
 TABLE_SUFFIXES = (".csv", ".txt", ".tsv")
 
 
+def _read_hint(exc: Exception, otherwise: str) -> str:
+    """What to do about a file GDAL could not read: a lock is not a format problem."""
+    if "database is locked" in str(exc) or "locked" in str(exc).lower():
+        return ("Another program holds a lock on this GeoPackage (an edit session in QGIS or "
+                "another process writing to it): save or stop those edits, then run again.")
+    return otherwise
+
+
 def parse_source(source: str) -> tuple[str, str | None, dict[str, str]]:
     """Split `PATH|layername=NAME|key=value...` into (path, layer or None, {key: value}).
 
@@ -93,7 +101,8 @@ def list_layers(path: str | Path) -> list[tuple[str, str | None]]:
         raise
     except Exception as exc:  # GDAL's own messages, e.g. "not recognized as a supported file format"
         raise InputError(f"cannot open the file: {exc}", layer=str(path),
-                         hint="Use a GeoPackage, Shapefile, GeoJSON or CSV file.") from exc
+                         hint=_read_hint(exc, "Use a GeoPackage, Shapefile, GeoJSON or CSV "
+                                              "file.")) from exc
 
 
 def _choose_layer(path: str | Path, layer: str | None, want: tuple[str, ...]) -> str | None:
@@ -142,7 +151,8 @@ def read_vector(path: str | Path, layer: str | None = None,
         frame = pyogrio.read_dataframe(path, layer=chosen, columns=columns)
     except Exception as exc:
         raise InputError(f"cannot read the layer: {exc}", layer=label,
-                         hint="Open it in QGIS to check that it is readable.") from exc
+                         hint=_read_hint(exc, "Open it in QGIS to check that it is "
+                                              "readable.")) from exc
     return frame, label
 
 
@@ -163,7 +173,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         return pd.read_csv(p, sep=sep, encoding="utf-8-sig")
     except Exception as exc:
         raise InputError(f"cannot read the table: {exc}", layer=p.name,
-                         hint="Save it as a comma-separated CSV file with a header row.") from exc
+                         hint=_read_hint(exc, "Save it as a comma-separated CSV file with a "
+                                              "header row.")) from exc
 
 
 def require_crs(frame, label: str) -> None:

@@ -413,3 +413,24 @@ def test_cancel_at_every_stage_leaves_all_or_nothing(untouched, tmp_path, stage)
         assert rc == 0 and rest[-1]["event"] == "result"
         assert present == TRAIN_OUTPUTS
     assert _outputs(out) == present  # no half-written file, no leftover visible
+
+
+def test_a_locked_geopackage_is_an_input_error_and_stays_untouched(untouched, tmp_path):
+    """Another program holds an exclusive lock on the region GeoPackage (an edit session)."""
+    import sqlite3
+
+    _needs("engine.data.build")
+    regions = untouched / "regions.gpkg"
+    lock = sqlite3.connect(regions, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        rc, events, stderr = _run(["prepare", *_data_args(untouched), "--out-dir",
+                                   str(tmp_path / "out")])
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert rc == 2, stderr
+    error = _error(events)
+    assert error["kind"] == "input" and "regions.gpkg" in error["message"]
+    assert "lock" in error["hint"]
+    assert _outputs(tmp_path / "out") == []
