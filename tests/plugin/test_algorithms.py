@@ -232,33 +232,3 @@ def test_shapefile_output_gets_short_unique_names(fake_engine, regions_gpkg, tmp
     for feature in layer.getFeatures():
         assert feature["pred_check"] == pytest.approx(2 * feature["region_id"] + 0.5)
 
-
-def test_a_region_layer_removed_during_the_run(fake_engine, tmp_path):
-    """The user removes the region layer from the project while the engine runs: the run says
-    so, nothing is written into the layer's file, QGIS goes on."""
-    from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsVectorLayer
-
-    source = make_regions(tmp_path / "mine.gpkg")
-    layer = QgsVectorLayer(source, "mine", "ogr")
-    QgsProject.instance().addMapLayer(layer)
-    before = checksum(source.split("|")[0])
-    layer_id = layer.id()
-
-    class RemovesTheLayer(QgsProcessingFeedback):
-        def setProgress(self, progress):  # noqa: N802 (QGIS API)
-            if QgsProject.instance().mapLayer(layer_id) is not None:
-                QgsProject.instance().removeMapLayer(layer_id)
-            super().setProgress(progress)
-
-    feedback = RemovesTheLayer()
-    try:
-        result = run("learn_and_predict", {
-            "REGIONS": layer_id, "ID_FIELD": "region_id", "TARGETS": ["crime"],
-            "EMBEDDING_SIZE": 3, "WRITE_BACK": True, "OUTPUT": str(tmp_path / "new.gpkg")},
-            feedback=feedback)
-    except QgsProcessingException as raised:
-        message = str(raised)
-        assert "removed" in message or "could not be loaded" in message
-    else:
-        assert len(layer_values(result["OUTPUT"], "region_id", "pred_crime")) == 12
-    assert checksum(source.split("|")[0]) == before
