@@ -50,8 +50,9 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
     DISPLAY_NAME = "Learn region embeddings and predict"
     HELP = (
         "Learns an embedding of every region from the data layers (points of interest, land use, "
-        "trips, rasters, numeric fields) with SREL, then learns each target field with "
-        "Prompt4RE, guided by a language model that reads the task description. Regions whose "
+        "trips, rasters, numeric fields) with SREL, then predicts each target field from that "
+        "embedding, the raw data and a language model's reading of the task (Prompt4RE), "
+        "combined by validation inside the training regions only. Regions whose "
         "target is empty get a prediction; labelled regions get an honest cross-validated one.\n\n"
         "Outputs: a new layer with the region fields plus emb_000... (the embedding), "
         "pred_[target] and fold_[target]; the trained model folder (with metrics.json); and an "
