@@ -25,6 +25,11 @@ PREDICTION_PREFIX = "pred_"
 FOLD_PREFIX = "fold_"
 
 
+def output_id_field(job: dict, default: str = "region_id") -> str:
+    """The id field of the output layer: the region layer's own, else `default`."""
+    return (job.get("regions") or {}).get("id_field") or default
+
+
 def embedding_field_names(width: int) -> list[str]:
     return [f"{EMBEDDING_PREFIX}{i:03d}" for i in range(width)]
 

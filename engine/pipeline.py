@@ -194,10 +194,16 @@ def _prepare(dataset, out_dir: Path, opts: dict, sink: EventSink) -> int:
 
 def _embed(dataset, job, config, opts, device, out_dir: Path, sink, started) -> int:
     from engine.models.serialization import save_model
-    from engine.outputs import region_table, staged_output, write_json, write_regions
+    from engine.outputs import (
+        output_id_field,
+        region_table,
+        staged_output,
+        write_json,
+        write_regions,
+    )
 
     result = train_srel(dataset, config, opts, device, sink)
-    id_field = (job.get("regions") or {}).get("id_field") or "region_id"
+    id_field = output_id_field(job)
     with staged_output(out_dir, opts["overwrite"], ["regions.gpkg", "regions.csv", "model",
                                                       "embed.json"]) as stage:
         sink.progress("write", 0.0, "writing the regions")

@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.events import EventSink
-from engine.outputs import region_table, staged_output, write_regions
+from engine.outputs import output_id_field, region_table, staged_output, write_regions
 
 
 def _check_manifest(model_dir: Path, dataset) -> dict:
@@ -43,7 +43,7 @@ def _check_manifest(model_dir: Path, dataset) -> dict:
 def run_predict(dataset, job: dict, opts: dict, device: str, out_dir: Path,
                 sink: EventSink) -> int:
     from engine.models.serialization import load_model
-    from engine.tasks import _semantic_vectors
+    from engine.tasks import semantic_vectors
     from engine.training.features import literature_features, robust_features
     from engine.training.predictor import TaskInputs, load_fitted_task
     from engine.training.task_io import load_task_model
@@ -61,7 +61,7 @@ def run_predict(dataset, job: dict, opts: dict, device: str, out_dir: Path,
     dataset.targets = {t: np.full(dataset.n_regions, np.nan) for t in targets}
     opts = {**opts, "language_model": manifest.get("language_model", "smollm2")}
     job = {**job, "task_descriptions": manifest.get("task_descriptions") or {}}
-    semantic, _ = _semantic_vectors(dataset, job, opts, device, sink)
+    semantic = semantic_vectors(dataset, job, opts, device, sink)
     features = {"raw": literature_features(dataset), "robust": robust_features(dataset)}
     predictions = {}
     for target in targets:
@@ -69,8 +69,7 @@ def run_predict(dataset, job: dict, opts: dict, device: str, out_dir: Path,
         inputs = TaskInputs(embeddings, semantic.get(target), features, dataset.targets[target])
         fitted = load_fitted_task(saved, inputs, device=device)
         predictions[target] = fitted.predict(np.arange(dataset.n_regions))
-    id_field = (job.get("regions") or {}).get("id_field") or manifest.get("id_field") \
-        or "region_id"
+    id_field = output_id_field(job, manifest.get("id_field") or "region_id")
     with staged_output(out_dir, opts["overwrite"], ["regions.gpkg", "regions.csv"]) as stage:
         regions = write_regions(stage / "regions.gpkg", dataset,
                                 region_table(dataset, embeddings, predictions, {}, id_field))

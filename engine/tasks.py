@@ -33,12 +33,12 @@ def _scores(metrics: dict) -> dict:
             "R2": float(metrics["r2"])}
 
 
-def _semantic_vectors(dataset, job: dict, opts: dict, device: str, sink: EventSink):
+def semantic_vectors(dataset, job: dict, opts: dict, device: str, sink: EventSink):
     """Per target: (N, h) vectors from the frozen language model, or None without one."""
     name = str(opts["language_model"])
     targets = list(dataset.targets)
     if name.lower() == "none" or not targets:
-        return {t: None for t in targets}, None
+        return {t: None for t in targets}
     from engine.language.encode import encode_regions
     from engine.language.models import load_language_model
 
@@ -57,7 +57,7 @@ def _semantic_vectors(dataset, job: dict, opts: dict, device: str, sink: EventSi
                                          description=descriptions.get(target), image_raster=image,
                                          cache_dir=cache_dir, device=device, progress=progress)
     sink.progress("prompts", 1.0, f"{len(targets)} task(s) encoded")
-    return vectors, model
+    return vectors
 
 
 def predictor_options(job: dict):
@@ -95,7 +95,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
     embeddings = srel.embeddings
 
     t0 = time.monotonic()
-    semantic, _model = _semantic_vectors(dataset, job, opts, device, sink)
+    semantic = semantic_vectors(dataset, job, opts, device, sink)
     timings["prompt_seconds"] = time.monotonic() - t0
 
     literature = literature_features(dataset)

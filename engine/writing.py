@@ -6,7 +6,13 @@ from pathlib import Path
 
 from engine import __version__
 from engine.events import EventSink
-from engine.outputs import region_table, staged_output, write_json, write_regions
+from engine.outputs import (
+    output_id_field,
+    region_table,
+    staged_output,
+    write_json,
+    write_regions,
+)
 
 OUTPUT_NAMES = ["regions.gpkg", "regions.csv", "model", "metrics.json", "report.html"]
 
@@ -31,7 +37,7 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
     from engine.report import write_report
     from engine.training.task_io import save_task_model
 
-    id_field = (job.get("regions") or {}).get("id_field") or "region_id"
+    id_field = output_id_field(job)
     sink.progress("write", 0.0, "writing outputs")
     with staged_output(out_dir, opts["overwrite"], OUTPUT_NAMES) as stage:
         outputs = {}

@@ -295,20 +295,25 @@ def _pump(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
+def signal_process_group(process: subprocess.Popen, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL) to a process started in its own group and all it started;
+    terminate()/kill() on Windows. Raises OSError when it is already gone."""
+    if os.name != "nt":
+        os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    elif kill:
+        process.kill()
+    else:
+        process.terminate()
+
+
 def _stop(process: subprocess.Popen) -> None:
     """Terminates pip and whatever it started (build backends), then waits for it."""
     try:
-        if os.name != "nt":
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.terminate()
+        signal_process_group(process)
         process.wait(timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         try:
-            if os.name != "nt":
-                os.killpg(process.pid, signal.SIGKILL)
-            else:
-                process.kill()
+            signal_process_group(process, kill=True)
             process.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             pass

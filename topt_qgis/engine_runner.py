@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import subprocess  # nosec B404: the engine is run with an argument list, never a shell
 import threading
 import time
@@ -29,6 +28,7 @@ from qgis.core import (
     QgsSettings,
 )
 
+from .engine_installer import signal_process_group
 from .engine_protocol import PROTOCOL_VERSION, Event, describe_error, parse_line
 
 LOG_TAG = "ToPT"  # the message log tab
@@ -352,10 +352,7 @@ def stop_process(process: subprocess.Popen, grace_seconds: float = GRACE_SECONDS
     if process.poll() is not None:
         return
     try:
-        if os.name != "nt":
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.terminate()
+        signal_process_group(process)
     except OSError:
         return
     deadline = time.monotonic() + grace_seconds
@@ -365,9 +362,6 @@ def stop_process(process: subprocess.Popen, grace_seconds: float = GRACE_SECONDS
         time.sleep(0.05)
     log(f"the engine did not stop within {grace_seconds:.0f} s; killing it", Qgis.Warning)
     try:
-        if os.name != "nt":
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
+        signal_process_group(process, kill=True)
     except OSError:
         pass

@@ -118,6 +118,9 @@ def _side_by_side(blocks: list[np.ndarray]) -> np.ndarray:
 
 def _saved_block(blocks: dict[str, np.ndarray], name: str, width: int) -> np.ndarray:
     """The input block a saved predictor reads, checked against the width it was fitted on."""
+    if name not in blocks:
+        raise InputError(f"the model needs the {name} inputs, which these regions do not have",
+                         hint="Predict with the same layers and language model as at training.")
     X = blocks[name]
     if X.shape[1] != width:
         raise InputError(
@@ -649,18 +652,8 @@ def load_fitted_task(saved: dict, inputs: TaskInputs, *, device: str = "cpu",
     predictors: dict[str, Predict] = {}
     for name, (arrays, meta) in saved["predictors"].items():
         if meta["kind"] == "ridge":
-            if meta["block"] not in blocks:
-                raise InputError(f"the model needs the {meta['block']} inputs, which these "
-                                 "regions do not have",
-                                 hint="Predict with the same layers and language model as at "
-                                      "training.")
             predictors[name] = RidgePredict.from_state(arrays, meta, blocks)
         elif meta["kind"] == "kernel_ridge":
-            if meta["block"] not in blocks:
-                raise InputError(f"the model needs the {meta['block']} inputs, which these "
-                                 "regions do not have",
-                                 hint="Predict with the same layers and language model as at "
-                                      "training.")
             predictors[name] = KernelRidgePredict.from_state(arrays, meta, blocks)
         elif meta["kind"] == "prompt4re":
             predictors[name] = Prompt4REPredict.from_state(arrays, meta, inputs.embeddings,
