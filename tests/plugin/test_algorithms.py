@@ -232,3 +232,33 @@ def test_shapefile_output_gets_short_unique_names(fake_engine, regions_gpkg, tmp
     for feature in layer.getFeatures():
         assert feature["pred_check"] == pytest.approx(2 * feature["region_id"] + 0.5)
 
+
+
+@pytest.mark.parametrize("removed", [True, False], ids=["removed", "kept"])
+def test_a_region_layer_removed_during_the_run(tmp_path, removed):
+    """The user removes the region layer from the project while the engine runs: the run says
+    so, the layer's file is byte-identical, QGIS goes on, and the process ends cleanly (run in
+    a process of its own, since a crash at shutdown is what this guards against)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("removed_layer_run.py")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path),
+                           *([] if removed else ["keep"])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "the run finished" in done.stdout
+    output = layer_values(str(tmp_path / "new.gpkg"), "region_id", "pred_crime")
+    assert output == {100 + i: pytest.approx(2 * (100 + i) + 0.5) for i in range(12)}
+    if removed:  # said, and the output holds what the engine gave, without the layer's fields
+        assert "The region layer was removed from the project while ToPT ran" in done.stdout
+        from qgis.core import QgsVectorLayer
+
+        names = QgsVectorLayer(str(tmp_path / "new.gpkg"), "new", "ogr").fields().names()
+        assert {"region_id", "emb_000", "pred_crime"} <= set(names) and "name" not in names
+    assert "features after the run: 12" in done.stdout and "QGIS closed" in done.stdout
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    if removed:  # nothing was written into the layer's file
+        assert lines["file after"] == lines["file before"]
+    else:  # the kept layer got its fields
+        assert lines["file after"] != lines["file before"]

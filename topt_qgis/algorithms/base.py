@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from qgis.core import (
     QgsProcessingUtils,
     QgsVectorLayer,
 )
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
 
 from .. import engine_runner
@@ -265,6 +268,24 @@ def engine_output(result: engine_runner.EngineResult, work_dir: Path, name: str,
         raise QgsProcessingException(f"the engine reported success but did not write {default} "
                                      f"({candidate}).")
     return candidate
+
+
+@contextmanager
+def opened_file_layer(path: Path | str, name: str, table: str = "") -> Iterator[QgsVectorLayer]:
+    """A layer of a file, open for one block and closed at its end, even when the block raises.
+
+    A layer left to Python's garbage collector can outlive QGIS's data providers (a traceback
+    keeps it until the interpreter ends) and then crashes the process as it closes its file.
+    With `table`, its layer of that name, else the file's first layer.
+    """
+    layer = QgsVectorLayer(f"{path}|layername={table}", name, "ogr") if table else None
+    if layer is None or not layer.isValid():
+        layer = QgsVectorLayer(str(path), name, "ogr")
+    try:
+        yield layer
+    finally:
+        if not sip.isdeleted(layer):
+            sip.delete(layer)
 
 
 def copy_folder(source: Path, target: str) -> str:

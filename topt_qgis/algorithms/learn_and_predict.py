@@ -22,7 +22,7 @@ from qgis.core import (
 from qgis.PyQt import sip
 
 from .. import writeback
-from .base import ToptAlgorithm, copy_folder, engine_output, tr
+from .base import ToptAlgorithm, copy_folder, engine_output, opened_file_layer, tr
 
 
 class GraduatedStyle(QgsProcessingLayerPostProcessorInterface):
@@ -93,27 +93,26 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
     def publish(self, parameters, context, feedback, work_dir: Path, result) -> dict[str, Any]:
         """Copies the engine's outputs to the user's outputs; plans the write-back."""
         regions_file = engine_output(result, work_dir, "regions", "regions.gpkg")
-        result_layer = QgsVectorLayer(f"{regions_file}|layername=regions", "result", "ogr")
-        if not result_layer.isValid():
-            result_layer = QgsVectorLayer(str(regions_file), "result", "ogr")
-        if not result_layer.isValid():
-            raise QgsProcessingException(f"the engine's result {regions_file} cannot be read.")
-        id_field = self.parameterAsString(parameters, "ID_FIELD", context)
-        result_id = id_field if id_field in result_layer.fields().names() else "region_id"
-        outputs: dict[str, Any] = {}
-
-        output_path = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         source = self.parameterAsSource(parameters, "REGIONS", context)
         if source is None:
-            raise QgsProcessingException(
-                "The region layer was removed from the project while ToPT ran, so the output "
-                "layer could not be made from it and nothing was written into it. The engine's "
-                f"results (embeddings and predictions by region id) are in {regions_file}.")
-        report = writeback.write_output_layer(
-            source, id_field, result_layer, result_id, output_path, context.transformContext(),
-            feedback=feedback)
-        outputs["OUTPUT"] = output_path
-        outputs["FIELD_NAMES"] = ", ".join(f"{k}->{v}" for k, v in report.renamed().items())
+            feedback.reportError(
+                "The region layer was removed from the project while ToPT ran: the output layer "
+                "holds the regions' geometry, their id and the new fields, but not the layer's "
+                "other fields, and nothing was written into the region layer.", fatalError=False)
+        id_field = self.parameterAsString(parameters, "ID_FIELD", context)
+        output_path = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        with opened_file_layer(regions_file, "result", "regions") as result_layer:
+            if not result_layer.isValid():
+                raise QgsProcessingException(f"the engine's result {regions_file} cannot be read.")
+            result_id = id_field if id_field in result_layer.fields().names() else "region_id"
+            regions, regions_id = (source, id_field) if source is not None else \
+                (result_layer, result_id)
+            report = writeback.write_output_layer(
+                regions, regions_id, result_layer, result_id, output_path,
+                context.transformContext(), feedback=feedback)
+        outputs: dict[str, Any] = {
+            "OUTPUT": output_path,
+            "FIELD_NAMES": ", ".join(f"{k}->{v}" for k, v in report.renamed().items())}
         prediction = next((v for k, v in report.field_names.items() if k.startswith("pred_")),
                           None)
         if prediction:
@@ -132,7 +131,7 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
             shutil.copy2(report_file, report_target)
             outputs["REPORT"] = report_target
 
-        if self.parameterDefinition("WRITE_BACK") is not None and \
+        if source is not None and self.parameterDefinition("WRITE_BACK") is not None and \
                 self.parameterAsBool(parameters, "WRITE_BACK", context):
             layer = self.region_layer(parameters, context)
             project = context.project() or QgsProject.instance()
@@ -152,10 +151,10 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
         return None if sip.isdeleted(layer) else layer
 
     def _style_output(self, output_path: str, field_name: str, context) -> None:
-        layer = QgsVectorLayer(output_path, "output", "ogr")
-        if layer.isValid() and writeback.apply_graduated_style(layer, field_name):
-            if output_path.lower().endswith(".gpkg"):
-                layer.saveStyleToDatabase("topt", "graduated on " + field_name, True, "")
+        with opened_file_layer(output_path, "output") as layer:
+            if layer.isValid() and writeback.apply_graduated_style(layer, field_name):
+                if output_path.lower().endswith(".gpkg"):
+                    layer.saveStyleToDatabase("topt", "graduated on " + field_name, True, "")
         if context.willLoadLayerOnCompletion(output_path):
             details = context.layerToLoadOnCompletionDetails(output_path)
             details.setPostProcessor(GraduatedStyle.create(field_name))
@@ -172,10 +171,11 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
                 "The region layer was removed from the project while ToPT ran, so its fields "
                 "were not written; the results are in the output layer.", fatalError=False)
             return {}
-        result_layer = QgsVectorLayer(f"{regions_file}|layername=regions", "result", "ogr")
-        try:
-            writeback.write_fields_into_layer(layer, id_field, result_layer, result_id,
-                                              overwrite=overwrite, feedback=feedback)
-        except writeback.WriteBackError as exc:
-            feedback.reportError(f"The region layer was not changed: {exc}", fatalError=False)
+        with opened_file_layer(regions_file, "result", "regions") as result_layer:
+            try:
+                writeback.write_fields_into_layer(layer, id_field, result_layer, result_id,
+                                                  overwrite=overwrite, feedback=feedback)
+            except writeback.WriteBackError as exc:
+                feedback.reportError(f"The region layer was not changed: {exc}",
+                                     fatalError=False)
         return {}

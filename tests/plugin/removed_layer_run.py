@@ -1,12 +1,15 @@
-"""Reproduces the open fault of docs/faults.md: the region layer removed from the project while
-`learn_and_predict` runs. The algorithm reports it clearly, but the process then segfaults at
-shutdown (exit code 139); with `keep` as argument the layer is not removed and it exits 0.
+"""A whole QGIS session in which the region layer is removed from the project while
+`learn_and_predict` runs (fake engine), then QGIS is used again and shut down. Run in its own
+process by `test_algorithms.py::test_a_region_layer_removed_during_the_run`, because what is at
+stake is also how the process ends: a layer left alive in the run's traceback used to crash it at
+shutdown (exit 139).
 
-    QT_QPA_PLATFORM=offscreen .venv-qgis/bin/python tests/plugin/repro_removed_layer.py [keep]
+    QT_QPA_PLATFORM=offscreen .venv-qgis/bin/python tests/plugin/removed_layer_run.py FOLDER [keep]
 
-Not collected by pytest (no test_ prefix): it ends its own process.
+Prints the run's message, then `QGIS closed`; with `keep` the layer stays in the project.
 """
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -38,14 +41,24 @@ from topt_qgis.provider import ToptProvider  # noqa: E402
 Processing.initialize()
 provider = ToptProvider()
 QgsApplication.processingRegistry().addProvider(provider)
-folder = Path(tempfile.mkdtemp())
-layer = QgsVectorLayer(make_regions(folder / "mine.gpkg"), "mine", "ogr")
+folder = Path(sys.argv[1])
+source = make_regions(folder / "mine.gpkg")
+file = Path(source.split("|")[0])
+print("file before:", hashlib.sha256(file.read_bytes()).hexdigest())
+layer = QgsVectorLayer(source, "mine", "ogr")
 QgsProject.instance().addMapLayer(layer)
 layer_id = layer.id()
 del layer
 
 
 class RemovesTheLayer(QgsProcessingFeedback):
+    """Removes the region layer from the project at the engine's first progress report; prints
+    the errors the run reports."""
+
+    def reportError(self, error, fatalError=False):  # noqa: N802,N803 (QGIS API)
+        print("reported:", error)
+        super().reportError(error, fatalError)
+
     def setProgress(self, progress):  # noqa: N802 (QGIS API)
         if "keep" not in sys.argv and QgsProject.instance().mapLayer(layer_id) is not None:
             QgsProject.instance().removeMapLayer(layer_id)
@@ -62,5 +75,9 @@ try:
     print("the run finished")
 except Exception as error:  # noqa: BLE001 (the message is what this shows)
     print("the run stopped:", error)
+again = QgsVectorLayer(source, "again", "ogr")  # QGIS goes on: the file opens and reads
+print("features after the run:", again.featureCount())
+del again
+print("file after:", hashlib.sha256(file.read_bytes()).hexdigest())
 app.exitQgis()
-print("QGIS closed; a crash after this line is the open fault", flush=True)
+print("QGIS closed", flush=True)
