@@ -24,12 +24,13 @@ def test_description_holds_the_region_facts(dataset):
     name = dataset.views["poi"].columns[top]
     share = round(100 * poi[top] / poi.sum())
     assert f"POIs {int(poi.sum())}:" in text
-    assert f"{name} {int(poi[top])} ({share}%)" in text
+    assert f"{name} {share}%" in text  # the total and the shares: counts follow from them
     assert "Land use: " in text and "%" in text
     flow = dataset.views["mobility"].matrix
     assert f"Trips out {int(flow[2].sum())}, in {int(flow[:, 2].sum())}" in text
     destination = int(np.argmax(flow[2].toarray()))
-    assert f"to {100 + destination} (" in text  # destinations named by region id
+    assert f"to {100 + destination} (" in text  # the destination named by region id
+    assert text.count("%)") == 1  # one destination
     assert "median_age" in text
 
 
@@ -67,6 +68,17 @@ def test_description_without_geometry_or_names():
 def test_description_is_compact(dataset):
     """Every token costs model time: a region's text stays short."""
     assert max(len(t) for t in describe_regions(dataset)) < 400
+
+
+def test_category_counts_on_request(dataset):
+    from engine.language.describe import DescriptionConfig
+
+    poi = dataset.views["poi"].matrix[2]
+    top = int(np.argmax(poi))
+    text = describe_region(dataset, 2, DescriptionConfig(category_counts=True, top_destinations=2))
+    share = round(100 * poi[top] / poi.sum())
+    assert f"{dataset.views['poi'].columns[top]} {int(poi[top])} ({share}%)" in text
+    assert len(text) > len(describe_region(dataset, 2))
 
 
 @pytest.mark.parametrize("name,kind", [
