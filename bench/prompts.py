@@ -7,6 +7,12 @@ Three timings on the same regions and task prompt, the model loaded once beforeh
 - warm cache: `encode_regions` a second time over the same cache folder (every vector is read
   from disk, none computed).
 The first two are compared for agreement (largest absolute difference of the vectors).
+
+For a causal model, `lengths` then shows where the time goes: the same regions with their texts
+cut to a fixed number of tokens, after the full task prompt and after a short one (the
+template's first paragraph), timed on the CPU clock of this process (regions per second an
+idle machine would give with all its threads), so that the text length a throughput goal needs
+can be read off a measurement rather than guessed.
 """
 
 from __future__ import annotations
@@ -78,7 +84,35 @@ def prompt_throughput(dataset: RegionDataset, target: str, *, model: str = "smol
     out["warm_cache"] = {"seconds": warm_seconds, "regions_per_second": len(texts) / warm_seconds,
                          "identical": bool(np.array_equal(cold, warm)),
                          "note": "describe + read every vector from disk"}
+    if language_model.kind == "causal":
+        out["lengths"] = text_length_sweep(language_model, texts, prefix, batch_size=batch_size)
     return out
+
+
+def text_length_sweep(language_model, texts: list[str], prefix: str, *,
+                      lengths: tuple[int, ...] = (32, 64, 128), batch_size: int = 16) -> dict:
+    """Regions per second with the region texts cut to each of `lengths` tokens, after the full
+    task prompt and after its first paragraph; CPU-clock estimates (see the module docstring)."""
+    import torch
+
+    tokenizer = language_model.tokenizer
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    short_prefix = prefix.split("\n\n")[0] + "\n\nRegion:\n"
+    threads = torch.get_num_threads()
+    rows = []
+    for name, head in (("full", prefix), ("short", short_prefix)):
+        for length in lengths:
+            cut = [tokenizer.decode(row[:length]) for row in ids]
+            cpu = time.process_time()
+            language_model.encode(cut, head, batch_size=batch_size)
+            cpu_seconds = time.process_time() - cpu
+            tokens = float(np.mean([len(r) for r in tokenizer(cut, add_special_tokens=False)[
+                "input_ids"]]))
+            rows.append({"prompt": name, "prompt_tokens": len(language_model.prefix_ids(head)),
+                         "text_tokens": tokens, "cpu_seconds": cpu_seconds,
+                         "regions_per_second": len(cut) * threads / cpu_seconds})
+    return {"text_tokens_mean": float(np.mean([len(r) for r in ids])), "threads": threads,
+            "regions": len(texts), "rows": rows}
 
 
 def _first_regions(dataset: RegionDataset, n: int) -> RegionDataset:

@@ -296,6 +296,30 @@ def speed_section(results: dict, plot: str | None) -> list[str]:
     return lines
 
 
+def _length_needed(lengths: dict) -> list[str]:
+    """The text length the throughput goal needs, from a line fitted to the full-prompt rows:
+    seconds per region = fixed + per_token * text tokens."""
+    full = [r for r in lengths["rows"] if r["prompt"] == "full"]
+    if len(full) < 2:
+        return []
+    xs = [r["text_tokens"] for r in full]
+    ys = [1.0 / r["regions_per_second"] for r in full]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    per_token = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(
+        sum((x - mx) ** 2 for x in xs), 1e-12)
+    fixed = my - per_token * mx
+    goal = 1.0 / GOALS["prompt_rps"]
+    head = (f"After the full prompt a region costs about {1000 * fixed:.1f} ms plus "
+            f"{1000 * per_token:.2f} ms per text token (a line through the rows above), so "
+            f"{GOALS['prompt_rps']:.0f} regions/s ")
+    if per_token <= 0:
+        return []
+    if fixed >= goal:
+        return ["", head + "is out of reach at any text length with this prompt."]
+    return ["", head + f"would need texts of at most {(goal - fixed) / per_token:.0f} tokens, "
+            f"against the {lengths['text_tokens_mean']:.0f} a region's description takes now."]
+
+
 def prompts_section(prompts: dict | None) -> list[str]:
     if not prompts:
         return []
@@ -327,6 +351,19 @@ def prompts_section(prompts: dict | None) -> list[str]:
         lines += [f"Prefix reuse is {speed:.1f}x faster; its vectors differ from the full "
                   f"computation by at most {nr['max_abs_difference']:.1e}. The warm cache returns "
                   f"identical vectors: {warm['identical']}.", ""]
+    lengths = prompts.get("lengths")
+    if lengths:
+        lines += ["", f"Where the time goes: the region texts average "
+                  f"{lengths['text_tokens_mean']:.0f} tokens (the tokenizer spends one per "
+                  "digit). The same regions with their texts cut to a fixed length, after the full "
+                  "task prompt and after its first paragraph only (regions per second from the "
+                  f"CPU clock over {lengths['threads']} threads, i.e. what an idle machine "
+                  "gives):", "",
+                  "| task prompt | prompt tokens | text tokens | regions / s |", "|---|---|---|---|"]
+        for row in lengths["rows"]:
+            lines.append(f"| {row['prompt']} | {row['prompt_tokens']} | "
+                         f"{row['text_tokens']:.0f} | {row['regions_per_second']:.1f} |")
+        lines += _length_needed(lengths)
     for other in prompts.get("others", []):
         lines.append(f"Other model `{other['model']}` ({other['kind']}): "
                      f"{other['reuse']['regions_per_second']:.2f} regions/s on "

@@ -79,3 +79,17 @@ def test_quality_sweep_and_document(tmp_path):
     assert "published: HAFusion" in text
     assert "| 20 | dense | 2 (2000) |" in text
     assert "not run in this mode" in text  # N = 10,000 goal: honest about not measuring it
+
+
+def test_the_text_length_a_throughput_goal_needs_is_read_off_the_measured_rows():
+    from bench.report import GOALS, _length_needed
+
+    def rows(fixed_ms: float, per_token_ms: float) -> dict:
+        return {"text_tokens_mean": 111, "threads": 2, "regions": 32, "rows": [
+            {"prompt": "full", "text_tokens": t, "regions_per_second": 1000 / (
+                fixed_ms + per_token_ms * t)} for t in (32, 64, 128)]}
+
+    goal_ms = 1000 / GOALS["prompt_rps"]
+    line = _length_needed(rows(goal_ms / 2, 0.5))[1]
+    assert f"at most {goal_ms / 2 / 0.5:.0f} tokens" in line and "against the 111" in line
+    assert "out of reach" in _length_needed(rows(goal_ms * 1.5, 0.5))[1]
