@@ -1,11 +1,12 @@
 """Factual text descriptions of regions, built from their data, for the language model.
 
 One short paragraph per region: its id and name, where it is (centroid latitude/longitude in
-WGS84), its area, its POI mix (the total count and the shares of the top categories), its
+WGS84), its area, its POI mix (the total, and the counts and shares of the top categories), its
 land-use mix, its trips (out, in, the strongest destination) and a few numeric fields. The
-texts are kept compact: every token costs language-model time (SmolLM2 spends one per digit;
-on a 2-core CPU, 131 tokens per region encode at 8 regions/s and 90 at 16), and the task
-prompt carries the instructions.
+texts are kept compact: every token costs language-model time (SmolLM2 spends one per digit),
+and the task prompt carries the instructions. The per-category counts stay although the total
+and the shares imply them: without them, Manhattan check-ins lost 0.015 R² (the prompt vectors'
+whole gain over a constant vector, 3 seeds), for 20 fewer tokens per region.
 
 Targets are labels: no target value, and no view column that carries a target's name, ever
 enters a description.
@@ -27,8 +28,8 @@ class DescriptionConfig:
 
     top_categories: int = 3  # POI (and other count-view) categories listed, largest first
     top_landuse: int = 2  # land-use classes listed, largest first
-    category_counts: bool = False  # each listed category's count besides its share (the total
-    # is always given, so the counts follow from it; they cost ~4 tokens each)
+    category_counts: bool = True  # each listed category's count besides its share (~4 tokens
+    # each; False gives the total and the shares only)
     top_destinations: int = 1  # strongest trip destinations listed
     max_fields: int = 6  # numeric fields listed at most (continuous views)
     coordinate_decimals: int = 3  # decimals of latitude/longitude (3 = about 100 m)
