@@ -307,13 +307,13 @@ def _length_needed(lengths: dict) -> list[str]:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     per_token = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(
         sum((x - mx) ** 2 for x in xs), 1e-12)
-    fixed = my - per_token * mx
+    if per_token <= 0:
+        return []
+    fixed = max(0.0, my - per_token * mx)  # a negative intercept is noise: no fixed cost
     goal = 1.0 / GOALS["prompt_rps"]
     head = (f"After the full prompt a region costs about {1000 * fixed:.1f} ms plus "
             f"{1000 * per_token:.2f} ms per text token (a line through the rows above), so "
             f"{GOALS['prompt_rps']:.0f} regions/s ")
-    if per_token <= 0:
-        return []
     if fixed >= goal:
         return ["", head + "is out of reach at any text length with this prompt."]
     return ["", head + f"would need texts of at most {(goal - fixed) / per_token:.0f} tokens, "
@@ -363,7 +363,7 @@ def prompts_section(prompts: dict | None) -> list[str]:
         for row in lengths["rows"]:
             lines.append(f"| {row['prompt']} | {row['prompt_tokens']} | "
                          f"{row['text_tokens']:.0f} | {row['regions_per_second']:.1f} |")
-        lines += _length_needed(lengths)
+        lines += [*_length_needed(lengths), ""]
     for other in prompts.get("others", []):
         lines.append(f"Other model `{other['model']}` ({other['kind']}): "
                      f"{other['reuse']['regions_per_second']:.2f} regions/s on "
