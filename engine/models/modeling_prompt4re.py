@@ -124,7 +124,13 @@ class Prompt4RE(nn.Module):
         self.head.bias.fill_(float(intercept))
 
     def forward(self, region: Tensor, semantic: Tensor, query_index: Tensor | None = None) -> Tensor:
-        r, s = self.normalise(region, semantic)  # (M, d), (M, h)
+        return self.forward_normalised(*self.normalise(region, semantic), query_index)
+
+    def forward_normalised(self, r: Tensor, s: Tensor, query_index: Tensor | None = None) -> Tensor:
+        """The forward pass on inputs already passed through :meth:`normalise`. Training calls
+        it with inputs normalised once: normalising the fixed (M, h) semantic vectors again at
+        every step cost 7% of a step (M = 180, h = 576, one CPU thread)."""
+        # r: (M, d), s: (M, h)
         rq = r if query_index is None else r[query_index]  # (Q, d)
         q = self.query(rq).unsqueeze(0)  # (1, Q, hidden)
         kv = s.unsqueeze(0)  # (1, M, h)

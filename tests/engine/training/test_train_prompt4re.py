@@ -93,3 +93,57 @@ def test_bad_input():
                       target_transform="log1p")
     with pytest.raises(InputError):
         fit_prompt4re(region, semantic[:5], y, np.arange(30), config=CONFIG, epochs=1)
+
+
+def test_patience_stops_the_clean_inner_run_early():
+    region, semantic, y = data()
+    kw = dict(config=CONFIG, epochs=400, lr=3e-3, seed=3)
+    full = fit_prompt4re(region, semantic, y, np.arange(30), patience=None, **kw)
+    early = fit_prompt4re(region, semantic, y, np.arange(30), patience=50, **kw)
+    assert full.validation_epochs[-1] == 400
+    # Here the validation loss is lowest at epoch 50: the inner run stops 50 epochs later.
+    assert early.chosen_epoch == 50
+    assert early.validation_epochs[-1] == 100
+    # Until it stops, the run is the full run: same epochs scored, same validation losses.
+    k = len(early.validation_epochs)
+    assert early.validation_epochs == full.validation_epochs[:k]
+    np.testing.assert_array_equal(early.validation_curve, full.validation_curve[:k])
+    assert len(early.train_curve) == early.chosen_epoch  # the refit trains the chosen epochs
+
+
+def test_patience_never_reads_held_out_labels():
+    region, semantic, y = data()
+    train, test = np.arange(30), np.arange(30, 40)
+    poisoned, other = y.copy(), y.copy()
+    poisoned[test], other[test] = np.nan, 1e9
+    kw = dict(config=CONFIG, epochs=400, lr=3e-3, seed=3, patience=50)
+    a = fit_prompt4re(region, semantic, poisoned, train, **kw)
+    b = fit_prompt4re(region, semantic, other, train, **kw)
+    assert a.validation_epochs[-1] < 400  # it did stop early
+    assert a.validation_epochs == b.validation_epochs and a.chosen_epoch == b.chosen_epoch
+    np.testing.assert_array_equal(a.predict(None), b.predict(None))
+
+
+def test_paper_protocol_ignores_patience():
+    region, semantic, y = data()
+    result = fit_prompt4re(region, semantic, y, np.arange(30), config=CONFIG, epochs=200, lr=3e-3,
+                           seed=3, patience=20, select_on=(np.arange(30, 40), y[30:]))
+    assert result.validation_epochs == list(range(0, 201, 20))  # the full schedule, every 20
+    assert len(result.train_curve) == 200
+
+
+def test_patience_same_seed_same_numbers():
+    region, semantic, y = data()
+    kw = dict(config=CONFIG, epochs=400, lr=3e-3, seed=3, patience=50)
+    a = fit_prompt4re(region, semantic, y, np.arange(30), **kw)
+    b = fit_prompt4re(region, semantic, y, np.arange(30), **kw)
+    assert a.validation_curve == b.validation_curve and a.train_curve == b.train_curve
+    np.testing.assert_array_equal(a.predict(None), b.predict(None))
+
+
+@pytest.mark.parametrize("patience", [0, -5, 2.5, True])
+def test_bad_patience(patience):
+    region, semantic, y = data()
+    with pytest.raises(InputError, match="patience"):
+        fit_prompt4re(region, semantic, y, np.arange(30), config=CONFIG, epochs=1,
+                      patience=patience)
