@@ -121,19 +121,25 @@ def run_writeback(out: Path, full: bool, log) -> dict | None:
     return _read(out / "writeback-qgis.json")
 
 
-def _merged_gpu_sweeps(bench_dir: Path) -> dict | None:
-    """sweep-cuda.json, with rows of other sweep-cuda*.json files (later runs, e.g. after a fix)
-    added; a successful row replaces a failed one of the same N and names its file."""
-    base = _read(bench_dir / "sweep-cuda.json")
+def _merged_sweeps(bench_dir: Path, device: str) -> dict | None:
+    """sweep-<device>.json, with the rows of later runs (sweep-<device>?*.json, e.g. one size
+    re-run after a fix or with the prompts encoded) merged in: a successful row replaces the
+    row of the same N when that row failed or was measured before it; it names its file."""
+    base = _read(bench_dir / f"sweep-{device}.json")
     if base is None:
         return None
+    base_date = base.get("environment", {}).get("date") or ""
     rows = {r["n_regions"]: r for r in base["rows"]}
-    for path in sorted(bench_dir.glob("sweep-cuda?*.json")):
+    for path in sorted(bench_dir.glob(f"sweep-{device}?*.json")):
         extra = _read(path) or {}
+        date = extra.get("environment", {}).get("date") or ""
         for row in extra.get("rows", []):
             old = rows.get(row["n_regions"])
-            if not row.get("failed") and (old is None or old.get("failed")):
-                row["source"] = f"{path.name} ({extra.get('environment', {}).get('date')})"
+            if row.get("failed"):
+                continue
+            if old is None or old.get("failed") or date > (old.get("date") or base_date):
+                row["source"] = f"{path.name} ({date})"
+                row["date"] = date
                 rows[row["n_regions"]] = row
     base["rows"] = [rows[n] for n in sorted(rows)]
     return base
@@ -231,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             _write(bench_dir / "writeback-qgis.json", writeback)
     results["quality"] = _read(bench_dir / "quality.json")
     results["prompts"] = _read(bench_dir / "prompts.json")
-    results["sweep_cpu"] = _read(bench_dir / "sweep-cpu.json")
-    results["sweep_cuda"] = _merged_gpu_sweeps(bench_dir)
+    results["sweep_cpu"] = _merged_sweeps(bench_dir, "cpu")
+    results["sweep_cuda"] = _merged_sweeps(bench_dir, "cuda")
     results["writeback"] = _read(bench_dir / "writeback-qgis.json")
     results["seconds"] = time.perf_counter() - started
     document = render_document(results, out_docs)

@@ -93,3 +93,29 @@ def test_the_text_length_a_throughput_goal_needs_is_read_off_the_measured_rows()
     line = _length_needed(rows(goal_ms / 2, 0.5))[1]
     assert f"at most {goal_ms / 2 / 0.5:.0f} tokens" in line and "against the 111" in line
     assert "out of reach" in _length_needed(rows(goal_ms * 1.5, 0.5))[1]
+
+
+def test_a_later_sweep_of_one_size_replaces_the_older_row_and_says_where_it_came_from(tmp_path):
+    from bench.run import _merged_sweeps
+
+    def sweep(date: str, rows: list[dict]) -> dict:
+        return {"environment": {"date": date}, "rows": rows}
+
+    old = {"n_regions": 10000, "process_seconds": 270.0, "encode": {"skipped": "not asked"}}
+    (tmp_path / "sweep-cpu.json").write_text(json.dumps(sweep("2026-11-24T09:00:00", [
+        {"n_regions": 180, "process_seconds": 5.0}, old])))
+    (tmp_path / "sweep-cpu-10k.json").write_text(json.dumps(sweep("2026-11-24T15:00:00", [
+        {"n_regions": 10000, "process_seconds": 1000.0, "encode": {"seconds": 700.0}}])))
+    (tmp_path / "sweep-cpu-older.json").write_text(json.dumps(sweep("2026-11-23T10:00:00", [
+        {"n_regions": 180, "process_seconds": 99.0}])))
+    (tmp_path / "sweep-cpu-failed.json").write_text(json.dumps(sweep("2026-11-25T10:00:00", [
+        {"n_regions": 180, "failed": "killed"}])))
+
+    merged = _merged_sweeps(tmp_path, "cpu")
+
+    by_n = {r["n_regions"]: r for r in merged["rows"]}
+    assert [r["n_regions"] for r in merged["rows"]] == [180, 10000]
+    assert by_n[10000]["process_seconds"] == 1000.0
+    assert by_n[10000]["source"].startswith("sweep-cpu-10k.json")
+    assert by_n[180]["process_seconds"] == 5.0 and "source" not in by_n[180]
+    assert _merged_sweeps(tmp_path, "cuda") is None
