@@ -337,7 +337,8 @@ def prompts_section(prompts: dict | None) -> list[str]:
              f"{prompts['regions']} regions of `{prompts.get('data', '?')}`, task prompt of "
              f"{prompts['prompt_characters']:,} characters, region texts of "
              f"{prompts['mean_text_characters']:.0f} characters on average; model loaded in "
-             f"{prompts['load_seconds']:.1f} s (not counted below).", "",
+             f"{prompts['load_seconds']:.1f} s (not counted below)"
+             + (f"; {prompts['warm_up']}." if prompts.get("warm_up") else "."), "",
              "| way | regions | seconds | regions / s |", "|---|---|---|---|"]
     reuse = prompts["reuse"]
     lines.append(f"| shared-prefix reuse (default) | {prompts['regions']} | {reuse['seconds']:.1f}"
