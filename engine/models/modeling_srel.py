@@ -443,12 +443,15 @@ class RegionAttention(nn.Module):
             out = out.transpose(0, 1).reshape(n, -1)  # (N, hidden)
         else:  # sparse: attention over each region's neighbours
             source, target = edge_index  # i = target attends to j = source
-            logits = (q[target] * k[source]).sum(-1) / math.sqrt(self.head_dim)  # (E, H)
+            # index_select, not q[target]: its backward is one index_add_, where advanced
+            # indexing's backward is an accumulating index_put_ (several times slower on CPU).
+            logits = (q.index_select(0, target) * k.index_select(0, source)).sum(-1)
+            logits = logits / math.sqrt(self.head_dim)  # (E, H)
             if self.use_distance_bias:
                 logits = logits + self.distance_bias(edge_bucket)  # (E, H)
             alpha = segment_softmax(logits, target, num_nodes=n)  # (E, H)
             alpha = F.dropout(alpha, p=p, training=self.training)
-            out = scatter(alpha.unsqueeze(-1) * v[source], target, dim=0, dim_size=n,
+            out = scatter(alpha.unsqueeze(-1) * v.index_select(0, source), target, dim=0, dim_size=n,
                           reduce="sum")  # (N, H, hd)
             out = out.reshape(n, -1)  # (N, hidden)
         return self.out(out)
@@ -513,7 +516,7 @@ def _propagate(rows: Tensor, cols: Tensor, prob: Tensor, x: Tensor, dense: Tenso
     """sum_j P[i, j] x_j: dense matmul on the dense path, scatter over the nonzeros otherwise."""
     if dense is not None:
         return dense @ x
-    return torch.zeros_like(x).index_add_(0, rows, prob.unsqueeze(-1) * x[cols])
+    return torch.zeros_like(x).index_add_(0, rows, prob.unsqueeze(-1) * x.index_select(0, cols))
 
 
 class FlowViewEncoder(nn.Module):
