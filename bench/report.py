@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bench.sweep import memory_exponent
@@ -108,6 +109,25 @@ def _busy_note(envs: list[dict]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _task_runs(quality: dict) -> list[str]:
+    """Which run each task's rows come from, when the tasks were measured in separate runs."""
+    runs = quality.get("task_runs") or {}
+    if len({json.dumps(r, sort_keys=True) for r in runs.values()}) <= 1:
+        return []
+    groups: dict[str, list[str]] = {}
+    for task in quality["tasks"]:
+        if task in runs:
+            groups.setdefault(json.dumps(runs[task], sort_keys=True), []).append(task)
+    lines = ["The tasks were measured in separate runs:", ""]
+    for key, tasks in groups.items():
+        run = json.loads(key)
+        what = ("every row (`make bench-full`)" if run["mode"] == "full"
+                else "quick mode: " + (run.get("note") or "").replace("Quick mode: ", ""))
+        lines.append(f"- **{', '.join(tasks)}**: {run['mode']} mode, seeds {run['seeds']}, "
+                     f"measured {run['date']}, commit `{run['commit']}`; {what}")
+    return lines + [""]
+
+
 def quality_section(quality: dict) -> list[str]:
     lines = ["## 1. Quality", ""]
     settings = quality["settings"]
@@ -118,6 +138,7 @@ def quality_section(quality: dict) -> list[str]:
               f"language model `{settings['language_model']}`.", ""]
     if quality.get("quick_note"):
         lines += [f"> {quality['quick_note']}", ""]
+    lines += _task_runs(quality)
     if quality.get("missing_tasks"):
         lines += [f"Tasks not in this folder: {', '.join(quality['missing_tasks'])}.", ""]
     for protocol, title in (("clean", "Clean protocol (every choice on the training folds)"),

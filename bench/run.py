@@ -85,6 +85,40 @@ def quality_csv(quality: dict, path: Path) -> None:
                              r.get("r2"), r.get("r2_std"), r["runs"], r["optimistic"]])
 
 
+def merge_quality(old: dict | None, new: dict) -> dict:
+    """`new`'s tasks replace those tasks' rows in `old`; `old`'s other tasks stay, so a long
+    full-mode run can be done a few tasks at a time. Each task keeps a record of the run it
+    comes from (`task_runs`): mode, seeds, date, commit and, for quick runs, what they leave out.
+    Refuses to mix results of different data folders or fold settings."""
+    def runs_of(result: dict) -> dict:
+        if result.get("task_runs"):
+            return dict(result["task_runs"])
+        env = result.get("environment", {})
+        run = {"mode": result.get("mode", "quick" if result.get("quick_note") else "full"),
+               "seeds": list(result["settings"]["seeds"]), "date": env.get("date"),
+               "commit": env.get("git_commit"), "note": result.get("quick_note")}
+        return {task: run for task in result["tasks"]}
+
+    if old is None or not old.get("rows"):
+        return {**new, "task_runs": runs_of(new)}
+    same = ("data", "regions")
+    settings = ("folds", "shuffle", "srel_epochs", "language_model")
+    if (any(old.get(k) != new.get(k) for k in same)
+            or any(old["settings"].get(k) != new["settings"].get(k) for k in settings)):
+        raise SystemExit("bench: --keep-other-tasks needs the earlier quality.json to be of the "
+                         "same data and fold settings; run without it to start afresh")
+    replaced = set(new["tasks"])
+    merged = dict(new)
+    merged["tasks"] = list(dict.fromkeys(old["tasks"] + new["tasks"]))  # the earlier order
+    merged["rows"] = ([r for r in old["rows"] if r["task"] not in replaced] + new["rows"])
+    merged["labelled"] = {**old.get("labelled", {}), **new.get("labelled", {})}
+    merged["missing_tasks"] = sorted(set(old.get("missing_tasks", []))
+                                     & set(new.get("missing_tasks", [])))
+    merged["task_runs"] = {**runs_of(old), **runs_of(new)}
+    merged.pop("quick_note", None)
+    return merged
+
+
 def run_prompts(full: bool, data: Path, device: str, log) -> dict:
     from bench.prompts import prompt_throughput
     from engine.data.benchmark import load_benchmark_folder
@@ -181,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="quick mode with these seeds, e.g. 0,1,2 (mean and std over them)")
     parser.add_argument("--srel-ablations", action="store_true",
                         help="quick mode with the SREL ablations (no distance bias, no centrality)")
+    parser.add_argument("--keep-other-tasks", action="store_true",
+                        help="with --tasks: replace only these tasks' rows in the existing "
+                        "quality.json, keeping the other tasks' rows and saying which run each "
+                        "task comes from (a full run a few tasks at a time)")
     parser.add_argument("--note", default=None,
                         help="a sentence about this run shown under the mode line (e.g. how busy)")
     args = parser.parse_args(argv)
@@ -214,12 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = quality_settings(full, tasks, args.device, seeds, args.srel_ablations)
         quality = run_quality(data, settings, log=log)
         quality["environment"] = environment(args.device)
+        quality["mode"] = "full" if full else "quick"
         if not full:
             quality["quick_note"] = QUICK_NOTE
             if seeds or args.srel_ablations:
                 quality["quick_note"] += (f" This run: seeds {list(settings.seeds)}"
                                           + (", with the SREL ablations on the first task."
                                              if args.srel_ablations else "."))
+        if args.keep_other_tasks:
+            quality = merge_quality(_read(bench_dir / "quality.json"), quality)
         _write(bench_dir / "quality.json", quality)
         quality_csv(quality, bench_dir / "quality.csv")
     if "prompts" in parts:

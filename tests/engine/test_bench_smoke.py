@@ -119,3 +119,37 @@ def test_a_later_sweep_of_one_size_replaces_the_older_row_and_says_where_it_came
     assert by_n[10000]["source"].startswith("sweep-cpu-10k.json")
     assert by_n[180]["process_seconds"] == 5.0 and "source" not in by_n[180]
     assert _merged_sweeps(tmp_path, "cuda") is None
+
+
+def test_a_full_run_of_some_tasks_replaces_only_their_rows_and_the_document_says_which_run():
+    from bench.report import quality_section
+    from bench.run import merge_quality
+
+    def result(mode: str, tasks: list[str], r2: float, date: str) -> dict:
+        settings = {"seeds": [0, 1, 2], "folds": 10, "shuffle": False, "srel_epochs": None,
+                    "language_model": "smollm2"}
+        rows = [{"task": t, "protocol": "clean", "model": "raw_ridgecv", "label": "RidgeCV",
+                 "optimistic": False, "seconds": 1.0, "mae": 1.0, "rmse": 1.0, "r2": r2,
+                 "runs": 3} for t in tasks]
+        return {"data": "mh", "regions": 180, "tasks": tasks, "settings": settings, "rows": rows,
+                "labelled": {t: 180 for t in tasks}, "mode": mode,
+                "environment": {"date": date, "git_commit": mode},
+                **({"quick_note": "Quick mode: fewer rows."} if mode == "quick" else {})}
+
+    quick = result("quick", ["crime", "check_in", "income"], 0.5, "2026-11-24T13:00")
+    merged = merge_quality(quick, result("full", ["check_in"], 0.9, "2026-11-24T16:00"))
+
+    assert merged["tasks"] == ["crime", "check_in", "income"]
+    assert {(r["task"], r["r2"]) for r in merged["rows"]} == {
+        ("crime", 0.5), ("check_in", 0.9), ("income", 0.5)}
+    assert merged["task_runs"]["check_in"]["mode"] == "full"
+    assert merged["task_runs"]["income"]["mode"] == "quick"
+    text = "\n".join(quality_section(merged))
+    assert "**check_in**: full mode" in text and "**crime, income**: quick mode" in text
+    again = merge_quality(merged, result("full", ["crime"], 0.7, "2026-11-24T17:00"))
+    assert again["task_runs"]["check_in"]["date"] == "2026-11-24T16:00"
+    assert again["task_runs"]["crime"]["mode"] == "full"
+
+    other_city = result("full", ["crime"], 0.7, "2026-11-24T17:00") | {"data": "chicago"}
+    with pytest.raises(SystemExit, match="same data"):
+        merge_quality(quick, other_city)
