@@ -431,7 +431,15 @@ make bench-full                              # 3 seeds, every ablation, N = 10,0
 make bench DATA=path/to/folder TASKS=crime,check_in   # another city in the literature's layout
 python -m bench.sweep --device cuda --out docs/bench  # the sweep up to N = 100,000 on a GPU
 QT_QPA_PLATFORM=offscreen .venv-qgis/bin/python bench/writeback_qgis.py --out docs/bench
+# the full quality benchmark a few tasks at a time, keeping the other tasks' rows:
+OMP_NUM_THREADS=2 .venv/bin/python -m bench.run --full --parts quality --tasks crime --keep-other-tasks
 ```
+
+On the 2-core reference CPU the full quality benchmark takes about 15 minutes per task (11 of
+them for the Prompt4RE rows: the head is trained per outer fold, and in the paper protocol for
+its full 3,000 epochs) plus 6 minutes to train SREL 9 times (3 seeds x 3 variants), so `make
+bench-full` is a matter of hours there; the sweep with the prompt vectors encoded up to
+N = 10,000 takes about 30 minutes more.
 
 Raw results: `docs/bench/quality.json`, `sweep-cpu.json` (`sweep-cuda.json`), `prompts.json`,
 `writeback-qgis.json`, `quality.csv`; the plot `docs/bench/scaling.png`.
