@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from bench.sweep import memory_exponent
 
 INTRO = """\
@@ -331,14 +333,12 @@ def _length_needed(lengths: dict) -> list[str]:
     full = [r for r in lengths["rows"] if r["prompt"] == "full"]
     if len(full) < 2:
         return []
-    xs = [r["text_tokens"] for r in full]
-    ys = [1.0 / r["regions_per_second"] for r in full]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    per_token = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(
-        sum((x - mx) ** 2 for x in xs), 1e-12)
+    seconds = [1.0 / r["regions_per_second"] for r in full]
+    per_token, intercept = (float(c) for c in np.polyfit([r["text_tokens"] for r in full],
+                                                         seconds, 1))
     if per_token <= 0:
         return []
-    fixed = max(0.0, my - per_token * mx)  # a negative intercept is noise: no fixed cost
+    fixed = max(0.0, intercept)  # a negative intercept is noise: no fixed cost
     goal = 1.0 / GOALS["prompt_rps"]
     head = (f"After the full prompt a region costs about {1000 * fixed:.1f} ms plus "
             f"{1000 * per_token:.2f} ms per text token (a line through the rows above), so "
