@@ -48,6 +48,7 @@ def prompt_throughput(dataset: RegionDataset, target: str, *, model: str = "smol
     language_model = load_language_model(model, device=device)
     load_seconds = time.perf_counter() - start
     out: dict = {"model": model, "kind": language_model.kind, "device": device,
+                 "dtype": language_model.fingerprint.rsplit("|", 1)[-1],
                  "hidden_size": language_model.hidden_size, "load_seconds": load_seconds,
                  "prompt_characters": len(prefix), "regions": len(texts),
                  "mean_text_characters": float(np.mean([len(t) for t in texts]))}

@@ -238,8 +238,9 @@ def goals_section(results: dict) -> list[str]:
     if prompts and "reuse" in prompts:
         rps = prompts["cold_cache"]["regions_per_second"]
         by = f"{rps / GOALS['prompt_rps']:.2f}x the goal"
+        weights = f", {prompts['dtype']} weights" if prompts.get("dtype") else ""
         lines.append(f"| prompt encoding >= 50 regions/s, default model ({prompts['model']}), this "
-                     f"CPU | {rps:.1f} regions/s (describe + encode + cache write) | "
+                     f"CPU | {rps:.1f} regions/s (describe + encode + cache write{weights}) | "
                      f"{_verdict(rps >= GOALS['prompt_rps'], by)} |")
     quality = results.get("quality")
     if quality and quality.get("srel", {}).get("srel"):
@@ -354,7 +355,9 @@ def prompts_section(prompts: dict | None) -> list[str]:
         return []
     lines = ["## 3. Prompt-encoding throughput", "",
              f"Measured {_env_line(prompts.get('environment'))}.", "",
-             f"Model `{prompts['model']}` ({prompts['kind']}, hidden {prompts['hidden_size']}), "
+             f"Model `{prompts['model']}` ({prompts['kind']}, hidden {prompts['hidden_size']}"
+             + (f", weights in {prompts['dtype']}" if prompts.get("dtype") else "")
+             + f"; CPU features {_features(prompts.get('environment') or {})}), "
              f"{prompts['regions']} regions of `{prompts.get('data', '?')}`, task prompt of "
              f"{prompts['prompt_characters']:,} characters, region texts of "
              f"{prompts['mean_text_characters']:.0f} characters on average; model loaded in "
@@ -398,6 +401,42 @@ def prompts_section(prompts: dict | None) -> list[str]:
         lines.append(f"Other model `{other['model']}` ({other['kind']}): "
                      f"{other['reuse']['regions_per_second']:.2f} regions/s on "
                      f"{other['regions']} regions.")
+    lines.append("")
+    lines += _other_cpus(prompts)
+    return lines
+
+
+def _features(run: dict) -> str:
+    features = run.get("cpu_features")
+    return ", ".join(features) if features else "not recorded"
+
+
+def _other_cpus(prompts: dict) -> list[str]:
+    """The same benchmark's latest run on each other kind of CPU (kept by `bench.run`)."""
+    others = prompts.get("other_cpus") or []
+    if not others:
+        return []
+    env = prompts.get("environment") or {}
+    lines = ["The reference machine has not always had the same CPU, and the language model's "
+             "speed depends on it: on a CPU with native bfloat16 (AVX512-BF16 or AMX) the engine "
+             "runs the model in bfloat16, elsewhere in float32. The latest run on each kind of "
+             "CPU:", "",
+             "| measured | CPU | features | weights | text tokens | regions / s (reuse) | "
+             "regions / s (`encode_regions`) |", "|---|---|---|---|---|---|---|"]
+    rows = [*others, {"date": env.get("date"), "cpu": env.get("cpu"),
+                      "cpu_count": env.get("cpu_count"), "cpu_features": env.get("cpu_features"),
+                      "dtype": prompts.get("dtype"),
+                      "text_tokens_mean": (prompts.get("lengths") or {}).get("text_tokens_mean"),
+                      "reuse_regions_per_second": prompts["reuse"]["regions_per_second"],
+                      "cold_regions_per_second": prompts["cold_cache"]["regions_per_second"],
+                      "this_run": True}]
+    for run in rows:
+        tokens = run.get("text_tokens_mean")
+        lines.append(
+            f"| {run.get('date')}{' (this run)' if run.get('this_run') else ''} | "
+            f"{run.get('cpu')} x {run.get('cpu_count')} | {_features(run)} | "
+            f"{run.get('dtype') or 'not recorded'} | {f'{tokens:.0f}' if tokens else '-'} | "
+            f"{run['reuse_regions_per_second']:.2f} | {run['cold_regions_per_second']:.2f} |")
     lines.append("")
     return lines
 
@@ -452,7 +491,12 @@ def render(results: dict, out_dir: Path, plot: str | None) -> str:
     envs = [e for e in envs if e]
     lines = [INTRO]
     mode = results.get("mode", "?")
-    lines += [f"Mode: **{mode}**. Run at {_env_line(results.get('environment'))}.", ""]
+    parts = results.get("parts")
+    ran = (f"{mode} mode, parts: {', '.join(parts)}" if parts
+           else "no part re-measured (the document re-rendered from the result files)"
+           if parts is not None else f"{mode} mode")
+    lines += [f"Last run: {ran}, at {_env_line(results.get('environment'))}. Each section "
+              "below says which run its figures come from.", ""]
     if results.get("note"):
         lines += [f"> {results['note']}", ""]
     busy = _busy_note(envs + [results.get("environment") or {}])

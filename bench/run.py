@@ -142,6 +142,39 @@ def run_prompts(full: bool, data: Path, device: str, log) -> dict:
     return result
 
 
+def _cpu_kind(run: dict) -> tuple:
+    env = run.get("environment") or {}
+    return (env.get("cpu"), env.get("cpu_count"), tuple(env.get("cpu_features") or ()),
+            run.get("dtype"))
+
+
+def prompt_summary(run: dict) -> dict:
+    """The headline of a prompt benchmark run, kept when a run on another CPU replaces it."""
+    env = run.get("environment") or {}
+    lengths = run.get("lengths") or {}
+    return {"date": env.get("date"), "git_commit": env.get("git_commit"), "cpu": env.get("cpu"),
+            "cpu_count": env.get("cpu_count"), "cpu_features": env.get("cpu_features"),
+            "dtype": run.get("dtype"), "model": run.get("model"), "regions": run.get("regions"),
+            "text_tokens_mean": lengths.get("text_tokens_mean"),
+            "reuse_regions_per_second": (run.get("reuse") or {}).get("regions_per_second"),
+            "cold_regions_per_second": (run.get("cold_cache") or {}).get("regions_per_second"),
+            "load_average": env.get("load_average")}
+
+
+def other_cpu_runs(old: dict | None, new: dict) -> list[dict]:
+    """The latest prompt benchmark of every other kind of CPU (name, cores, features, dtype) seen
+    in earlier runs: the figure depends on the CPU, and the reference machine has varied."""
+    if not old or "reuse" not in old:
+        return list((old or {}).get("other_cpus", []))
+    kept = {}
+    for run in [*old.get("other_cpus", []), prompt_summary(old)]:
+        kind = (run.get("cpu"), run.get("cpu_count"), tuple(run.get("cpu_features") or ()),
+                run.get("dtype"))
+        kept[kind] = run  # later runs of the same kind replace earlier ones
+    kept.pop(_cpu_kind(new), None)
+    return list(kept.values())
+
+
 def run_writeback(out: Path, full: bool, log) -> dict | None:
     if not QGIS_PYTHON.exists():
         return {"skipped": f"QGIS's Python ({QGIS_PYTHON}) is not installed (make setup-qgis)"}
@@ -244,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     results: dict = {"mode": "full" if full else "quick", "environment": environment(args.device),
-                     "note": args.note}
+                     "note": args.note, "parts": list(parts)}
     started = time.perf_counter()
     if "quality" in parts:
         log(f"quality on {data} ...")
@@ -265,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         quality_csv(quality, bench_dir / "quality.csv")
     if "prompts" in parts:
         prompts = run_prompts(full, data, args.device, log)
+        prompts["mode"] = "full" if full else "quick"
         prompts["environment"] = environment(args.device)
+        prompts["other_cpus"] = other_cpu_runs(_read(bench_dir / "prompts.json"), prompts)
         _write(bench_dir / "prompts.json", prompts)
     if "sweep" in parts:
         from bench.sweep import run_sweep

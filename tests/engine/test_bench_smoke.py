@@ -153,3 +153,35 @@ def test_a_full_run_of_some_tasks_replaces_only_their_rows_and_the_document_says
     other_city = result("full", ["crime"], 0.7, "2026-11-24T17:00") | {"data": "chicago"}
     with pytest.raises(SystemExit, match="same data"):
         merge_quality(quick, other_city)
+
+
+def _prompt_run(date, features, dtype, reuse, cold):
+    return {"model": "smollm2", "kind": "causal", "hidden_size": 576, "dtype": dtype,
+            "load_seconds": 1.0, "prompt_characters": 1800, "regions": 32,
+            "mean_text_characters": 180.0, "reuse": {"seconds": 1.0, "regions_per_second": reuse},
+            "no_reuse": {"skipped": "not timed"},
+            "cold_cache": {"seconds": 1.0, "regions_per_second": cold},
+            "warm_cache": {"seconds": 0.01, "regions_per_second": 3000.0, "identical": True},
+            "environment": {"date": date, "cpu": "AMD EPYC", "cpu_count": 2,
+                            "cpu_features": features, "load_average": [0.1, 0.1, 0.1]}}
+
+
+def test_a_prompt_benchmark_on_another_cpu_keeps_the_earlier_cpus_figure_beside_it():
+    from bench.report import prompts_section
+    from bench.run import other_cpu_runs
+
+    bf16 = _prompt_run("day 1", ["avx2", "avx512f", "avx512_bf16"], "bfloat16", 8.9, 10.6)
+    avx2 = _prompt_run("day 2", ["avx2"], "float32", 3.5, 3.6)
+    avx2["other_cpus"] = other_cpu_runs(bf16, avx2)
+    assert [run["date"] for run in avx2["other_cpus"]] == ["day 1"]
+    text = "\n".join(prompts_section(avx2))
+    assert "| day 1 | AMD EPYC x 2 | avx2, avx512f, avx512_bf16 | bfloat16 | - | 8.90 | 10.60 |" \
+        in text
+    assert "| day 2 (this run) | AMD EPYC x 2 | avx2 | float32 | - | 3.50 | 3.60 |" in text
+    assert "weights in float32" in text
+
+    # A later run on the first kind of CPU replaces it in the list, and keeps the other kind.
+    again = _prompt_run("day 3", ["avx2", "avx512f", "avx512_bf16"], "bfloat16", 9.0, 10.8)
+    assert [run["date"] for run in other_cpu_runs(avx2, again)] == ["day 2"]
+    # The same kind of CPU as the run before it: nothing to keep.
+    assert other_cpu_runs(bf16, again) == []
