@@ -57,6 +57,7 @@ class SRELConfig:
     flow_rank: int = 32  # width of the truncated-SVD features of each flow view
     loss_rows: int = 512  # sparse path: regions per epoch whose trip distributions are scored
     similarity_pairs: int = 65536  # sparse path: region pairs per epoch for similarity losses
+    reconstruction_weight: float = 0.0  # weight of the view-feature reconstruction loss (0: none)
     lr: float = 5e-4  # Adam learning rate (HAFusion)
     weight_decay: float = 5e-4  # Adam weight decay (HAFusion)
     epochs: int | None = None  # full-batch epochs; None: the fixed schedule of `schedule_epochs`
@@ -664,12 +665,16 @@ class SREL(nn.Module):
         self.source = nn.ModuleDict({name: nn.Linear(d, d) for name in flows})
         self.destination = nn.ModuleDict({name: nn.Linear(d, d) for name in flows})
         self.similarity = nn.ModuleDict({name: nn.Linear(d, d) for name in others})
+        # Feature reconstruction: each view's (standardised) input features decoded linearly.
+        self.reconstruct = nn.ModuleDict(
+            {s.name: nn.Linear(d, s.width) for s in self.view_specs}
+            if c.reconstruction_weight > 0 else {})
 
     def reset_parameters(self) -> None:
         for module in (*self.encoders.values(), self.fusion, self.centrality, *self.blocks,
                        *(b for blocks in self.intra_view.values() for b in blocks), self.norm,
                        self.project, *self.source.values(), *self.destination.values(),
-                       *self.similarity.values()):
+                       *self.similarity.values(), *self.reconstruct.values()):
             module.reset_parameters()
 
     def constructor_arguments(self) -> dict:
@@ -733,6 +738,10 @@ class SREL(nn.Module):
                 j = torch.randint(n, (c.similarity_pairs,), generator=generator).to(device)
                 target = (unit[i] * unit[j]).sum(-1)  # (P,)
                 parts[f"{name}_similarity"] = F.mse_loss((z[i] * z[j]).sum(-1), target)
+        for name, decoder in self.reconstruct.items():
+            target = inputs.features[name]  # (N, width), standardised
+            parts[f"{name}_reconstruction"] = c.reconstruction_weight * F.mse_loss(
+                decoder(embeddings), target)
         parts["total"] = torch.stack(list(parts.values())).sum() if parts else embeddings.sum() * 0
         return parts
 

@@ -152,6 +152,31 @@ def test_losses_are_finite_on_both_paths():
         assert all(torch.isfinite(v) for v in parts.values())
 
 
+def test_feature_reconstruction_is_one_more_loss_per_view_and_off_by_default(tmp_path):
+    dataset = tiny_dataset(10)
+    model, inputs = model_and_inputs(tiny_config(), dataset)
+    assert len(model.reconstruct) == 0
+    for config in (tiny_config(reconstruction_weight=0.5),
+                   tiny_config(reconstruction_weight=0.5, dense_threshold=0, loss_rows=3,
+                               similarity_pairs=20)):
+        model, inputs = model_and_inputs(config, dataset)
+        embeddings = model(inputs)
+        parts = model.loss(inputs, embeddings, torch.Generator().manual_seed(0))
+        views = {s.name for s in model.view_specs}
+        assert {f"{v}_reconstruction" for v in views} <= set(parts)
+        # Each part is the weight times the MSE of the view's decoded standardised features.
+        decoded = model.reconstruct["poi"](embeddings)
+        expected = 0.5 * torch.nn.functional.mse_loss(decoded, inputs.features["poi"])
+        torch.testing.assert_close(parts["poi_reconstruction"], expected)
+        assert torch.isfinite(parts["total"])
+    # A model trained with it saves and loads with its decoders.
+    model, inputs = model_and_inputs(tiny_config(reconstruction_weight=0.5), dataset)
+    save_model(model, model.config, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert loaded.config.reconstruction_weight == 0.5
+    torch.testing.assert_close(loaded.reconstruct["poi"].weight, model.reconstruct["poi"].weight)
+
+
 def test_save_load_round_trip(tmp_path):
     model, inputs = model_and_inputs(tiny_config())
     randomise_distance_bias(model)

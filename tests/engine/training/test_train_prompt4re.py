@@ -12,6 +12,7 @@ from sklearn.linear_model import Ridge
 
 from engine.errors import InputError
 from engine.models.modeling_prompt4re import Prompt4REConfig
+from engine.training.baselines import LeaveOneOutRidge
 from engine.training.train_prompt4re import fit_prompt4re
 
 torch.set_num_threads(1)
@@ -59,12 +60,44 @@ def test_training_loss_decreases_and_starts_at_ridge():
                            epochs=50, lr=1e-2, validation_fraction=0)
     assert result.protocol == "fixed" and result.chosen_epoch == 50
     assert result.train_curve[-1] < result.train_curve[0]
-    # Zero epochs: exactly the Ridge fit on standardised embeddings (all-region statistics).
-    zero = fit_prompt4re(region, semantic, y, train, config=CONFIG, epochs=0, validation_fraction=0)
+    # Zero epochs: exactly the Ridge fit on standardised embeddings (all-region statistics),
+    # with the authors' penalty when asked for it...
+    zero = fit_prompt4re(region, semantic, y, train, config=CONFIG, epochs=0, validation_fraction=0,
+                         head_alpha=1.0)
     z = (region - region.mean(0)) / region.std(0)
-    ridge = Ridge(alpha=1.0).fit(z[train], (y[train] - y[train].mean()) / y[train].std())
+    scaled = (y[train] - y[train].mean()) / y[train].std()
+    ridge = Ridge(alpha=1.0).fit(z[train], scaled)
     expected = ridge.predict(z) * y[train].std() + y[train].mean()
     np.testing.assert_allclose(zero.predict(None), expected, rtol=1e-4, atol=1e-3)
+    # ...and by default with the penalty leave-one-out chooses on the training rows.
+    chosen = fit_prompt4re(region, semantic, y, train, config=CONFIG, epochs=0,
+                           validation_fraction=0)
+    loo = LeaveOneOutRidge().fit(z[train], scaled)
+    expected = loo.predict(z) * y[train].std() + y[train].mean()
+    np.testing.assert_allclose(chosen.predict(None), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_the_head_starts_from_a_penalty_chosen_without_held_out_labels():
+    # Many embedding dimensions for few regions: least squares overfits, Ridge(1) nearly does.
+    rng = np.random.default_rng(1)
+    n, d = 60, 40
+    region = rng.normal(size=(n, d)).astype(np.float32)
+    semantic = rng.normal(size=(n, 6)).astype(np.float32)
+    y = 100 + 5 * region[:, :3].sum(1) + 8 * rng.normal(size=n)
+    train, test = np.arange(45), np.arange(45, 60)
+    kw = dict(config=CONFIG, epochs=0, validation_fraction=0)
+    released = fit_prompt4re(region, semantic, y, train, head_alpha=1.0, **kw)
+    chosen = fit_prompt4re(region, semantic, y, train, **kw)
+
+    def held_out_mse(result):
+        return float(((result.predict(test) - y[test]) ** 2).mean())
+
+    assert held_out_mse(chosen) < held_out_mse(released)
+    # The choice reads the training labels only.
+    hidden = y.copy()
+    hidden[test] = np.nan
+    np.testing.assert_array_equal(
+        fit_prompt4re(region, semantic, hidden, train, **kw).predict(None), chosen.predict(None))
 
 
 def test_same_seed_same_predictions():
@@ -93,11 +126,15 @@ def test_bad_input():
                       target_transform="log1p")
     with pytest.raises(InputError):
         fit_prompt4re(region, semantic[:5], y, np.arange(30), config=CONFIG, epochs=1)
+    for bad in (-1.0, float("nan"), "best", True):
+        with pytest.raises(InputError, match="head_alpha"):
+            fit_prompt4re(region, semantic, y, np.arange(30), config=CONFIG, epochs=1,
+                          head_alpha=bad)
 
 
 def test_patience_stops_the_clean_inner_run_early():
     region, semantic, y = data()
-    kw = dict(config=CONFIG, epochs=400, lr=3e-3, seed=3)
+    kw = dict(config=CONFIG, epochs=400, lr=3e-3, seed=3, head_alpha=1.0)
     full = fit_prompt4re(region, semantic, y, np.arange(30), patience=None, **kw)
     early = fit_prompt4re(region, semantic, y, np.arange(30), patience=50, **kw)
     assert full.validation_epochs[-1] == 400
