@@ -25,6 +25,7 @@ from sklearn.linear_model import Ridge
 
 from engine.errors import InputError
 from engine.models.modeling_prompt4re import Prompt4RE, Prompt4REConfig
+from engine.training.baselines import LeaveOneOutRidge
 
 Progress = Callable[[float, str], None]  # (fraction in [0, 1], message)
 
@@ -70,6 +71,7 @@ def fit_prompt4re(
     refit: bool = True,
     validate_every: int = 10,
     patience: int | None = 300,
+    head_alpha: float | str = "loo",
     select_on: tuple[np.ndarray, np.ndarray] | None = None,
     progress: Progress | None = None,
 ) -> Prompt4REResult:
@@ -95,6 +97,11 @@ def fit_prompt4re(
             `train_index`) has not improved for this many epochs; None trains all `epochs`.
             300 is measured on Manhattan (docs/quality-notes.md, "Prompt4RE training on the
             CPU"). The paper protocol always trains the full schedule (as released).
+        head_alpha: the penalty of the Ridge the head starts from. "loo" (default): chosen by
+            exact leave-one-out over the fitting rows (labels of the fitting rows only); a
+            number: that penalty (1.0 is the authors' release, which on 144 standardised
+            dimensions and ~160 regions is close to least squares: Manhattan crime R² 0.46
+            against 0.61 with the penalty chosen, docs/quality-notes.md).
         select_on: (index, y_index) of a held-out set, for the paper protocol: OPTIMISTIC
             model selection on that set every 20 epochs (test-fold selection, as released).
         progress: called with (fraction done, message).
@@ -105,6 +112,10 @@ def fit_prompt4re(
     hold no label); the loss is taken over the fitting rows only.
     """
     start = time.perf_counter()
+    if head_alpha != "loo" and (isinstance(head_alpha, (bool, str)) or
+                                not np.isfinite(float(head_alpha)) or float(head_alpha) < 0):
+        raise InputError(f"head_alpha must be 'loo' or a penalty >= 0, not {head_alpha!r}",
+                         field="head_alpha", hint="Use 'loo', or 1.0 as in the authors' release.")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
                                  or patience < 1):
         raise InputError(f"patience must be a whole number of epochs >= 1 or None, not "
@@ -151,7 +162,11 @@ def fit_prompt4re(
         model.set_normalisation(*stats, target_mean=mean, target_scale=scale)
         region_n, semantic_n = model.normalise(regions_t, semantic_t)  # once: inputs are fixed
         scaled = (targets - mean) / scale
-        ridge = Ridge(alpha=1.0).fit(region_n[rows].cpu().numpy(), scaled)
+        features = region_n[rows].cpu().numpy()
+        if head_alpha == "loo":
+            ridge = LeaveOneOutRidge().fit(features, scaled)
+        else:
+            ridge = Ridge(alpha=float(head_alpha)).fit(features, scaled)
         model.init_head_from_ridge(ridge.coef_, float(ridge.intercept_))
         rows_t = torch.as_tensor(rows, device=dev)
         target_t = torch.as_tensor(scaled, dtype=torch.float32, device=dev)
