@@ -105,9 +105,11 @@ def method_fit_predict(embeddings: np.ndarray, semantic: np.ndarray | None,
 
 
 def prompt4re_fit_predict(embeddings: np.ndarray, semantic: np.ndarray, *, seed: int,
-                          device: str, epochs: int, lr: float):
+                          device: str, epochs: int, lr: float, head_alpha: float | str = "loo"):
     """Prompt4RE alone (ToPT's stage 2), for cross_val_predict_pooled: its epoch chosen by an
-    inner validation split (clean) or by the test fold every 20 epochs (paper, as released)."""
+    inner validation split (clean) or by the test fold every 20 epochs (paper, as released);
+    its head starts from a Ridge with the penalty `head_alpha` ("loo": chosen by leave-one-out
+    on the training fold, the engine's default; 1.0: the authors' release)."""
     from engine.training.train_prompt4re import fit_prompt4re
 
     def fit_predict(inputs, y, train_index, predict_index, *, selection_index=None):
@@ -115,7 +117,8 @@ def prompt4re_fit_predict(embeddings: np.ndarray, semantic: np.ndarray, *, seed:
         if selection_index is not None:
             select_on = (selection_index, y[selection_index])
         fitted = fit_prompt4re(embeddings, semantic, y, train_index, epochs=epochs, lr=lr,
-                               device=device, seed=seed, select_on=select_on)
+                               device=device, seed=seed, select_on=select_on,
+                               head_alpha=head_alpha)
         return fitted.predict(predict_index), {"epoch": fitted.chosen_epoch}
 
     return fit_predict
@@ -289,14 +292,19 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
                                                  options={**settings.predictor_options, **extra})
                 runs.append(_pooled(fit_predict, None, y, settings, protocol))
             add(task, protocol, name, label, runs, time.perf_counter() - start)
-        # Prompt4RE alone (ToPT's stage 2 as released, on our SREL): clean and paper.
+        # Prompt4RE alone (ToPT's stage 2 on our SREL), clean and paper: the engine's (head
+        # from a Ridge with its penalty chosen in the training fold) and the release's (Ridge(1)).
         if settings.prompt4re_rows and main is not None and task in ablation_tasks:
             for protocol in protocols:
-                start = time.perf_counter()
-                runs = [_pooled(prompt4re_fit_predict(
-                            embeddings["srel"][seed], main, seed=seed, device=settings.device,
-                            epochs=settings.prompt4re_epochs, lr=RELEASED_LR.get(task, 1e-4)),
-                        None, y, settings, protocol) for seed in settings.seeds]
-                add(task, protocol, "prompt4re", f"SREL + Prompt4RE alone ({lm}, up to "
-                    f"{settings.prompt4re_epochs} epochs)", runs, time.perf_counter() - start)
+                for name, head_alpha, how in (
+                        ("prompt4re", "loo", "head from RidgeCV"),
+                        ("prompt4re_released", 1.0, "head from Ridge(1) as released")):
+                    start = time.perf_counter()
+                    runs = [_pooled(prompt4re_fit_predict(
+                                embeddings["srel"][seed], main, seed=seed, device=settings.device,
+                                epochs=settings.prompt4re_epochs, lr=RELEASED_LR.get(task, 1e-4),
+                                head_alpha=head_alpha),
+                            None, y, settings, protocol) for seed in settings.seeds]
+                    add(task, protocol, name, f"SREL + Prompt4RE alone ({lm}, {how}, up to "
+                        f"{settings.prompt4re_epochs} epochs)", runs, time.perf_counter() - start)
     return out
