@@ -177,3 +177,34 @@ def test_kernel_ridge_is_left_out_for_many_labelled_regions(city):
     few = PredictorConfig(kernel_max_regions=50)
     names = [c.name for c in build_candidates(inputs, few, non_negative=True)]
     assert not any(n.startswith("kernel[") for n in names) and "ridge[raw|raw]" in names
+
+
+def test_prompt4re_candidate_is_fitted_blended_saved_and_blind_to_held_out_labels(city, tmp_path):
+    from engine.training.task_io import load_task_model, save_task_model
+
+    rng = np.random.default_rng(4)
+    y = city.targets["check_in"]
+    signal = np.log1p(y)[:, None]
+    embeddings = np.column_stack([signal + rng.normal(0, 0.5, (len(y), 1)),
+                                  rng.normal(size=(len(y), 7))])  # (N, 8)
+    semantic = np.column_stack([signal + rng.normal(0, 0.5, (len(y), 1)),
+                                rng.normal(size=(len(y), 5))])  # (N, 6)
+    config = PredictorConfig(prompt4re=True, prompt4re_epochs=30, prompt4re_lr=1e-2,
+                             inner_folds=2, kernel_ridge=False, target_transforms=("log1p",),
+                             use_concat=False, use_semantic_ridge=False, combine="stack")
+    train = np.arange(100)
+    fitted = fit_task(TaskInputs(embeddings, semantic, None, y), train, config=config)
+    assert set(fitted.scores) == {"ridge[srel|log1p]", "prompt4re[log1p]"}
+    assert fitted.weights.get("prompt4re[log1p]", 0) > 0
+    assert np.isfinite(fitted.predict(np.arange(100, 120))).all()
+    # The labels of the regions it predicts are never read: hiding them changes nothing.
+    hidden = y.copy()
+    hidden[100:] = np.nan
+    blind = fit_task(TaskInputs(embeddings, semantic, None, hidden), train, config=config)
+    np.testing.assert_allclose(blind.predict(np.arange(120)), fitted.predict(np.arange(120)))
+    # A saved model with the Prompt4RE candidate predicts the same after loading.
+    save_task_model(fitted, tmp_path / "model")
+    loaded = load_fitted_task(load_task_model(tmp_path / "model"),
+                              TaskInputs(embeddings, semantic, None, y))
+    np.testing.assert_allclose(loaded.predict(np.arange(120)), fitted.predict(np.arange(120)),
+                               rtol=1e-5, atol=1e-4)
