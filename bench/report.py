@@ -406,6 +406,18 @@ def prompts_section(prompts: dict | None) -> list[str]:
     return lines
 
 
+def prompt_summary(run: dict) -> dict:
+    """The headline of a prompt benchmark run, kept when a run on another CPU replaces it."""
+    env = run.get("environment") or {}
+    return {"date": env.get("date"), "git_commit": env.get("git_commit"), "cpu": env.get("cpu"),
+            "cpu_count": env.get("cpu_count"), "cpu_features": env.get("cpu_features"),
+            "dtype": run.get("dtype"), "model": run.get("model"), "regions": run.get("regions"),
+            "text_tokens_mean": (run.get("lengths") or {}).get("text_tokens_mean"),
+            "reuse_regions_per_second": (run.get("reuse") or {}).get("regions_per_second"),
+            "cold_regions_per_second": (run.get("cold_cache") or {}).get("regions_per_second"),
+            "load_average": env.get("load_average")}
+
+
 def _features(run: dict) -> str:
     features = run.get("cpu_features")
     return ", ".join(features) if features else "not recorded"
@@ -416,20 +428,13 @@ def _other_cpus(prompts: dict) -> list[str]:
     others = prompts.get("other_cpus") or []
     if not others:
         return []
-    env = prompts.get("environment") or {}
     lines = ["The reference machine has not always had the same CPU, and the language model's "
              "speed depends on it: on a CPU with native bfloat16 (AVX512-BF16 or AMX) the engine "
              "runs the model in bfloat16, elsewhere in float32. The latest run on each kind of "
              "CPU:", "",
              "| measured | CPU | features | weights | text tokens | regions / s (reuse) | "
              "regions / s (`encode_regions`) |", "|---|---|---|---|---|---|---|"]
-    rows = [*others, {"date": env.get("date"), "cpu": env.get("cpu"),
-                      "cpu_count": env.get("cpu_count"), "cpu_features": env.get("cpu_features"),
-                      "dtype": prompts.get("dtype"),
-                      "text_tokens_mean": (prompts.get("lengths") or {}).get("text_tokens_mean"),
-                      "reuse_regions_per_second": prompts["reuse"]["regions_per_second"],
-                      "cold_regions_per_second": prompts["cold_cache"]["regions_per_second"],
-                      "this_run": True}]
+    rows = [*others, {**prompt_summary(prompts), "this_run": True}]
     for run in rows:
         tokens = run.get("text_tokens_mean")
         lines.append(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.env import REPO, environment
 from bench.quality import MANHATTAN, QualitySettings, run_quality
+from bench.report import prompt_summary
 
 PARTS = ("quality", "sweep", "prompts", "writeback")
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
@@ -142,36 +143,19 @@ def run_prompts(full: bool, data: Path, device: str, log) -> dict:
     return result
 
 
-def _cpu_kind(run: dict) -> tuple:
-    env = run.get("environment") or {}
-    return (env.get("cpu"), env.get("cpu_count"), tuple(env.get("cpu_features") or ()),
-            run.get("dtype"))
-
-
-def prompt_summary(run: dict) -> dict:
-    """The headline of a prompt benchmark run, kept when a run on another CPU replaces it."""
-    env = run.get("environment") or {}
-    lengths = run.get("lengths") or {}
-    return {"date": env.get("date"), "git_commit": env.get("git_commit"), "cpu": env.get("cpu"),
-            "cpu_count": env.get("cpu_count"), "cpu_features": env.get("cpu_features"),
-            "dtype": run.get("dtype"), "model": run.get("model"), "regions": run.get("regions"),
-            "text_tokens_mean": lengths.get("text_tokens_mean"),
-            "reuse_regions_per_second": (run.get("reuse") or {}).get("regions_per_second"),
-            "cold_regions_per_second": (run.get("cold_cache") or {}).get("regions_per_second"),
-            "load_average": env.get("load_average")}
-
-
 def other_cpu_runs(old: dict | None, new: dict) -> list[dict]:
     """The latest prompt benchmark of every other kind of CPU (name, cores, features, dtype) seen
     in earlier runs: the figure depends on the CPU, and the reference machine has varied."""
     if not old or "reuse" not in old:
         return list((old or {}).get("other_cpus", []))
+    def kind(summary: dict) -> tuple:
+        return (summary.get("cpu"), summary.get("cpu_count"),
+                tuple(summary.get("cpu_features") or ()), summary.get("dtype"))
+
     kept = {}
-    for run in [*old.get("other_cpus", []), prompt_summary(old)]:
-        kind = (run.get("cpu"), run.get("cpu_count"), tuple(run.get("cpu_features") or ()),
-                run.get("dtype"))
-        kept[kind] = run  # later runs of the same kind replace earlier ones
-    kept.pop(_cpu_kind(new), None)
+    for summary in [*old.get("other_cpus", []), prompt_summary(old)]:
+        kept[kind(summary)] = summary  # later runs of the same kind replace earlier ones
+    kept.pop(kind(prompt_summary(new)), None)
     return list(kept.values())
 
 
