@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import stat
-import time
 
 import pytest
 from conftest import checksum, make_regions
@@ -196,8 +195,10 @@ def test_write_fields_into_layer_algorithm(fake_engine, tmp_path):
     assert out["FIELD_NAMES"] == "pred_crime->pred_crime"
 
 
-def test_bulk_write_10000_features_144_fields_is_fast(qgis_app, tmp_path):
-    """The write-back figure the README quotes: 10,000 regions x 144 fields into a GeoPackage."""
+def test_bulk_write_10000_features_144_fields(qgis_app, tmp_path):
+    """10,000 regions x 144 fields into a GeoPackage, matched by id in shuffled order. How long
+    it takes is a benchmark figure (bench/writeback_qgis.py), not a test: on a loaded machine a
+    time limit fails a correct write."""
     from qgis.core import QgsVectorLayer
 
     from topt_qgis.writeback import write_fields_into_layer
@@ -208,11 +209,7 @@ def test_bulk_write_10000_features_144_fields_is_fast(qgis_app, tmp_path):
     ids = [100 + i for i in range(count)]
     random.Random(1).shuffle(ids)
     result = result_layer(tmp_path, ids, width=143, targets=("crime",))  # 143 + 1 = 144 fields
-    started = time.monotonic()
     report = write_fields_into_layer(layer, "region_id", result, "region_id")
-    seconds = time.monotonic() - started
-    print(f"write-back: {count} features x {len(report.field_names)} fields in {seconds:.2f} s")
     assert report.matched == count and len(report.field_names) == 144
     sample = next(layer.getFeatures("\"region_id\" = 5000"))
     assert sample["emb_142"] == pytest.approx(10 * 5000 + 142)
-    assert seconds < 30
