@@ -23,6 +23,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from qgis_failures import pytest_runtest_makereport  # noqa: E402, F401 (a hook: see there)
+
 
 @pytest.fixture(scope="session")
 def provider(qgis_app, qgis_processing):
