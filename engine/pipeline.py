@@ -136,7 +136,8 @@ def check_memory(dataset, config, device: str) -> None:
         dataset.n_regions, width, hidden=getattr(config, "hidden", 64),
         heads=getattr(config, "heads", 4), layers=getattr(config, "layers", 2),
         dense_threshold=getattr(config, "dense_threshold", 2048),
-        neighbours=getattr(config, "neighbours", 16), embedding_size=config.embedding_size)
+        neighbours=getattr(config, "neighbours", 16), embedding_size=config.embedding_size,
+        distance_buckets=getattr(config, "distance_buckets", 16))
     have = available_bytes(device)
     if need > 0.9 * have:
         raise MemoryRefused(

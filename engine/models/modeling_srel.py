@@ -131,6 +131,9 @@ class SRELInputs:
     out_bucket: Tensor  # (N,) bucketed outgoing trips
     in_bucket: Tensor  # (N,) bucketed incoming trips
     notes: list[str] = field(default_factory=list)  # fallbacks taken while preparing
+    # dense path: (B + 1, N * N) float one-hot of `distance_bucket`: the gradient of each
+    # layer's distance-bias table is one matmul with it (`_BucketBias`)
+    distance_onehot: Tensor | None = None
 
     def to(self, device: torch.device | str) -> SRELInputs:
         def move(value):
@@ -352,6 +355,7 @@ def prepare_srel_inputs(dataset: RegionDataset, config: SRELConfig) -> SRELInput
         bucket = bucket.astype(np.int64)
         np.fill_diagonal(bucket, b)  # the region itself
         distance_bucket, edge_index, edge_bucket = torch.as_tensor(bucket), None, None
+        distance_onehot = F.one_hot(distance_bucket.reshape(-1), b + 1).T.float().contiguous()
     else:
         rows, cols = _neighbour_graph(dataset, config, flow_mats)
         off = rows != cols
@@ -361,7 +365,7 @@ def prepare_srel_inputs(dataset: RegionDataset, config: SRELConfig) -> SRELInput
             bucket[off] = np.searchsorted(_distance_edges(d, b), d, side="right")
         else:
             bucket[off] = _hop_buckets(priors.adjacency, rows[off], cols[off], b)
-        distance_bucket = None
+        distance_bucket = distance_onehot = None
         edge_index = torch.as_tensor(np.stack([cols, rows]), dtype=torch.long)  # (2, E)
         edge_bucket = torch.as_tensor(bucket)
 
@@ -379,13 +383,44 @@ def prepare_srel_inputs(dataset: RegionDataset, config: SRELConfig) -> SRELInput
         degree_bucket=torch.as_tensor(degree),
         out_bucket=torch.as_tensor(_strength_bucket(out_strength, cb)),
         in_bucket=torch.as_tensor(_strength_bucket(in_strength, cb)),
-        notes=notes,
+        notes=notes, distance_onehot=distance_onehot,
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # 3. Layers
 # ---------------------------------------------------------------------------------------------
+
+
+def _attention_dropout(alpha: Tensor, p: float) -> Tensor:
+    """Dropout of attention weights, its mask drawn as integers: on the CPU, torch's
+    bernoulli_ takes 2x as long as integers from the same generator, and the H x N x N masks
+    were 11% of an SREL step on Manhattan. Each weight is dropped with probability p (to 1e-4)
+    and the kept ones scaled by 1 / (1 - p), as F.dropout does."""
+    if p <= 0.0:
+        return alpha
+    if p >= 1.0:
+        return torch.zeros_like(alpha)
+    keep = torch.randint(0, 10000, alpha.shape, dtype=torch.int16, device=alpha.device) >= round(p * 10000)
+    return alpha * keep.to(alpha.dtype).mul_(1.0 / (1.0 - p))  # one float mask: one mul each way
+
+
+class _BucketBias(torch.autograd.Function):
+    """(H, P) bias of P pairs from a (B, H) table and the pairs' (B, P) one-hot buckets: the
+    forward a gather, the backward a matmul with the one-hot. A gather's own backward is a
+    scatter over the P pairs: 14% of an SREL step on Manhattan on the CPU (2 threads), where
+    the matmul takes a third of its time. (The forward as a matmul too, with its inner width
+    of B, is slower than the gather.)"""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, bucket: Tensor, onehot: Tensor) -> Tensor:
+        ctx.save_for_backward(onehot)
+        return table.T.contiguous().index_select(1, bucket)  # (H, P)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (onehot,) = ctx.saved_tensors
+        return onehot @ grad.T, None, None  # (B, H)
 
 
 class RegionAttention(nn.Module):
@@ -432,23 +467,32 @@ class RegionAttention(nn.Module):
     def _bias(self, bucket: Tensor) -> Tensor:
         """(P, H) bias of P pairs from their (P,) buckets. The table lookup is an index_select:
         its backward is one index_add_ where nn.Embedding's, under deterministic algorithms,
-        sorts the N^2 indices (4x slower on the CPU, 17% of an SREL step on Manhattan)."""
+        sorts the indices (4x slower on the CPU)."""
         return self.distance_bias.weight.index_select(0, bucket)
 
     def forward(self, x: Tensor, distance_bucket: Tensor | None = None,
-                edge_index: Tensor | None = None, edge_bucket: Tensor | None = None) -> Tensor:
+                edge_index: Tensor | None = None, edge_bucket: Tensor | None = None,
+                distance_onehot: Tensor | None = None) -> Tensor:
         n = x.shape[0]
         q, k, v = self.qkv(x).view(n, 3, self.heads, self.head_dim).unbind(1)  # (N, H, hd) each
         p = self.dropout if self.training else 0.0
         if edge_index is None:  # dense: exact attention over all pairs
-            bias = None
-            if self.use_distance_bias:
-                bias = self._bias(distance_bucket.reshape(-1)).view(n, n, -1)  # (N, N, H)
-                bias = bias.permute(2, 0, 1)  # (H, N, N)
-            out = F.scaled_dot_product_attention(
-                q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),  # (H, N, hd)
-                attn_mask=bias, dropout_p=p)  # (H, N, hd)
-            out = out.transpose(0, 1).reshape(n, -1)  # (N, hidden)
+            q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # (H, N, hd)
+            scale = 1.0 / math.sqrt(self.head_dim)
+            if not self.use_distance_bias:
+                logits = torch.bmm(q, k.transpose(1, 2)) * scale  # (H, N, N)
+            else:
+                if distance_onehot is not None:
+                    bias = _BucketBias.apply(self.distance_bias.weight, distance_bucket.reshape(-1),
+                                             distance_onehot).view(-1, n, n)
+                else:
+                    bias = self._bias(distance_bucket.reshape(-1)).T.reshape(-1, n, n)
+                logits = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)  # (H, N, N)
+            # Written out rather than F.scaled_dot_product_attention: with a bias that needs
+            # its gradient and dropout, the CPU has no fused kernel and SDPA's fallback adds a
+            # guard against all-masked rows (which cannot occur here) at each call.
+            alpha = _attention_dropout(torch.softmax(logits, dim=-1), p)
+            out = torch.bmm(alpha, v).transpose(0, 1).reshape(n, -1)  # (N, hidden)
         else:  # sparse: attention over each region's neighbours
             source, target = edge_index  # i = target attends to j = source
             # index_select, not q[target]: its backward is one index_add_, where advanced
@@ -496,7 +540,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, inputs: SRELInputs) -> Tensor:
         x = x + self.attention(self.norm1(x), inputs.distance_bucket, inputs.edge_index,
-                               inputs.edge_bucket)
+                               inputs.edge_bucket, inputs.distance_onehot)
         return x + self.mlp(self.norm2(x))
 
 

@@ -191,3 +191,40 @@ def test_save_load_round_trip(tmp_path):
 def test_load_model_missing_folder_is_input_error(tmp_path):
     with pytest.raises(InputError, match="no saved model"):
         load_model(tmp_path)
+
+
+def test_dense_bias_from_one_hot_buckets_matches_the_table_lookup():
+    """The dense path's bias is gathered forward and its gradient is a matmul with the one-hot
+    buckets: output and every gradient equal those of the plain table lookup."""
+    config = tiny_config()
+    _, inputs = model_and_inputs(config, tiny_dataset(12))
+    torch.manual_seed(0)
+    attention = RegionAttention(16, 4, dropout=0.0, num_buckets=config.distance_buckets + 1)
+    with torch.no_grad():
+        attention.distance_bias.weight.normal_(std=2.0)
+    x = torch.randn(12, 16)
+    results = []
+    for onehot in (inputs.distance_onehot, None):
+        attention.zero_grad(set_to_none=True)
+        out = attention(x, inputs.distance_bucket, distance_onehot=onehot)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), {k: p.grad.clone() for k, p in attention.named_parameters()}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.allclose(out_a, out_b, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
+    assert grads_a["distance_bias.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+def test_attention_dropout_drops_a_share_p_and_rescales_the_rest(p):
+    from engine.models.modeling_srel import _attention_dropout
+
+    torch.manual_seed(0)
+    alpha = torch.full((4, 100, 100), 0.01)
+    out = _attention_dropout(alpha, p)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - p) < 0.01
+    if p < 1.0:
+        assert torch.allclose(out[out != 0], torch.tensor(0.01 / (1.0 - p)))
