@@ -298,7 +298,8 @@ def speed_section(results: dict, plot: str | None) -> list[str]:
         sources = [f"N = {r['n_regions']:,} from {r['source']}" for r in sweep["rows"]
                    if r.get("source")]
         if sources:
-            lines += ["", "Rows from later runs: " + "; ".join(sources) + "."]
+            lines += ["", "Rows from other runs (each with its own date and machine): "
+                      + "; ".join(sources) + "."]
         skipped = {r.get("encode", {}).get("skipped") for r in sweep["rows"]} - {None, "not asked"}
         skipped |= {r.get("predict", {}).get("skipped") for r in sweep["rows"]} - {None}
         if skipped:
