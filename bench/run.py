@@ -183,13 +183,17 @@ def _merged_sweeps(bench_dir: Path, device: str) -> dict | None:
     rows = {r["n_regions"]: r for r in base["rows"]}
     for path in sorted(bench_dir.glob(f"sweep-{device}?*.json")):
         extra = _read(path) or {}
-        date = extra.get("environment", {}).get("date") or ""
+        env = extra.get("environment", {})
+        date = env.get("date") or ""
+        features = env.get("cpu_features")
+        machine = (f"{env.get('device', 'cpu')}, CPU features "
+                   f"{', '.join(features) if features else 'not recorded'}")
         for row in extra.get("rows", []):
             old = rows.get(row["n_regions"])
             if row.get("failed"):
                 continue
             if old is None or old.get("failed") or date > (old.get("date") or base_date):
-                row["source"] = f"{path.name} ({date})"
+                row["source"] = f"{path.name} ({date}; {machine})"
                 row["date"] = date
                 rows[row["n_regions"]] = row
     base["rows"] = [rows[n] for n in sorted(rows)]
