@@ -358,7 +358,7 @@ def prompts_section(prompts: dict | None) -> list[str]:
              f"Measured {_env_line(prompts.get('environment'))}.", "",
              f"Model `{prompts['model']}` ({prompts['kind']}, hidden {prompts['hidden_size']}"
              + (f", weights in {prompts['dtype']}" if prompts.get("dtype") else "")
-             + f"; CPU features {_features(prompts.get('environment') or {})}), "
+             + f"; CPU features {cpu_features_text(prompts.get('environment') or {})}), "
              f"{prompts['regions']} regions of `{prompts.get('data', '?')}`, task prompt of "
              f"{prompts['prompt_characters']:,} characters, region texts of "
              f"{prompts['mean_text_characters']:.0f} characters on average; model loaded in "
@@ -419,7 +419,7 @@ def prompt_summary(run: dict) -> dict:
             "load_average": env.get("load_average")}
 
 
-def _features(run: dict) -> str:
+def cpu_features_text(run: dict) -> str:
     features = run.get("cpu_features")
     return ", ".join(features) if features else "not recorded"
 
@@ -440,7 +440,7 @@ def _other_cpus(prompts: dict) -> list[str]:
         tokens = run.get("text_tokens_mean")
         lines.append(
             f"| {run.get('date')}{' (this run)' if run.get('this_run') else ''} | "
-            f"{run.get('cpu')} x {run.get('cpu_count')} | {_features(run)} | "
+            f"{run.get('cpu')} x {run.get('cpu_count')} | {cpu_features_text(run)} | "
             f"{run.get('dtype') or 'not recorded'} | {f'{tokens:.0f}' if tokens else '-'} | "
             f"{run['reuse_regions_per_second']:.2f} | {run['cold_regions_per_second']:.2f} |")
     lines.append("")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.env import REPO, environment
 from bench.quality import MANHATTAN, QualitySettings, run_quality
-from bench.report import prompt_summary
+from bench.report import cpu_features_text, prompt_summary
 
 PARTS = ("quality", "sweep", "prompts", "writeback")
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
@@ -185,9 +185,7 @@ def _merged_sweeps(bench_dir: Path, device: str) -> dict | None:
         extra = _read(path) or {}
         env = extra.get("environment", {})
         date = env.get("date") or ""
-        features = env.get("cpu_features")
-        machine = (f"{env.get('device', 'cpu')}, CPU features "
-                   f"{', '.join(features) if features else 'not recorded'}")
+        machine = env.get("gpu") or f"CPU features {cpu_features_text(env)}"
         for row in extra.get("rows", []):
             old = rows.get(row["n_regions"])
             if row.get("failed"):
