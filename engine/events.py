@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -35,12 +36,17 @@ class EventSink:
         self.stream = stream or sys.stdout
         self._start = time.monotonic()
         self._bar_stage: str | None = None
+        self._lock = threading.Lock()  # SREL and the language model may report side by side
 
     def emit(self, event: str, **fields: Any) -> None:
         if event not in EVENT_KINDS:
             raise ValueError(f"unknown event {event!r}")
         if self.mode == "quiet":
             return
+        with self._lock:  # one whole line at a time
+            self._emit(event, fields)
+
+    def _emit(self, event: str, fields: dict) -> None:
         if self.mode == "jsonl":
             record = {"event": event, "v": PROTOCOL_VERSION,
                       "time": round(time.monotonic() - self._start, 3), **fields}

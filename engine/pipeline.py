@@ -145,13 +145,14 @@ def check_memory(dataset, config, device: str) -> None:
             f"free on {device} ({dataset.n_regions} regions); it was not started")
 
 
-def train_srel(dataset, config, opts: dict, device: str, sink: EventSink):
+def train_srel(dataset, config, opts: dict, device: str, sink: EventSink, progress=None):
+    """SREL trained on the dataset; `progress(fraction, message)` (default: "srel" events)."""
     from engine.training.train_srel import fit_srel
 
     sink.log(f"SREL: {dataset.n_regions} regions, embedding size {config.embedding_size}, "
              f"device {device}")
     result = fit_srel(dataset, config, device=device, seed=int(opts["seed"]),
-                      progress=lambda f, m="": sink.progress("srel", f, m))
+                      progress=progress or (lambda f, m="": sink.progress("srel", f, m)))
     sink.progress("srel", 1.0, f"{len(result.losses)} epochs")
     return result
 

@@ -266,6 +266,7 @@ class _EventFollower:
         self.error: Event | None = None
         self.messages: list[str] = []
         self.malformed = 0
+        self.stage_done: dict[str, float] = {}  # stage -> its latest fraction
 
     def take(self, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -294,10 +295,28 @@ class _EventFollower:
     STAGE_RANGES = {"data": (0, 5), "srel": (5, 60), "prompts": (60, 80), "fit": (80, 97),
                     "write": (97, 100)}
 
+    def overall_percent(self) -> float:
+        """The whole run's percent: each stage's share times its fraction, where a stage not
+        seen but followed by one already seen counts as done (skipped). SREL and the language
+        model may report side by side (on the CPU), so this sums rather than follows the
+        latest event, and the bar never moves back."""
+        order = list(self.STAGE_RANGES)
+        seen = [order.index(s) for s in self.stage_done if s in self.STAGE_RANGES]
+        last = max(seen, default=-1)
+        total = 0.0
+        for k, (stage, (low, high)) in enumerate(self.STAGE_RANGES.items()):
+            fraction = self.stage_done.get(stage, 1.0 if k < last else 0.0)
+            total += (high - low) * fraction
+        return total
+
     def _on_progress(self, event: Event) -> None:
-        low, high = self.STAGE_RANGES.get(event.get("stage"), (0, 100))
-        self.feedback.setProgress(low + (high - low) * float(event.get("fraction")))
-        stage, message = event.get("stage"), event.get("message")
+        stage, fraction = event.get("stage"), float(event.get("fraction"))
+        if stage in self.STAGE_RANGES:
+            self.stage_done[stage] = max(fraction, self.stage_done.get(stage, 0.0))
+            self.feedback.setProgress(self.overall_percent())
+        else:
+            self.feedback.setProgress(100.0 * fraction)
+        message = event.get("message")
         if message:
             self.feedback.setProgressText(f"{stage}: {message}")
 

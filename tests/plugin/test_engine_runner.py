@@ -112,3 +112,46 @@ def test_install_engine_failure_is_explained(provider, monkeypatch):
     with pytest.raises(QgsProcessingException, match="could not be reached. Check the internet"):
         processing.run("topt:install_engine", {}, context=QgsProcessingContext(),
                        feedback=QgsProcessingFeedback())
+
+
+def test_progress_bar_sums_stages_that_report_side_by_side_and_never_moves_back():
+    """SREL and the language model report in turns on the CPU: the bar adds both shares."""
+    import json
+
+    from qgis.core import QgsProcessingFeedback
+
+    from topt_qgis.engine_runner import _EventFollower
+
+    shown = []
+
+    class Feedback(QgsProcessingFeedback):
+        def setProgress(self, progress):  # noqa: N802 (QGIS API)
+            shown.append(progress)
+            super().setProgress(progress)
+
+    follower = _EventFollower(Feedback())
+
+    def progress(stage, fraction):
+        follower.take(json.dumps({"event": "progress", "v": 1, "time": 0.0, "stage": stage,
+                                  "fraction": fraction, "message": ""}).encode() + b"\n")
+
+    progress("data", 1.0)
+    assert shown[-1] == pytest.approx(5.0)
+    progress("srel", 0.5)  # 5 + 55 * 0.5
+    assert shown[-1] == pytest.approx(32.5)
+    progress("prompts", 0.5)  # + 20 * 0.5, SREL still half done
+    assert shown[-1] == pytest.approx(42.5)
+    progress("srel", 1.0)
+    assert shown[-1] == pytest.approx(70.0)
+    progress("prompts", 1.0)
+    progress("fit", 0.5)
+    assert shown[-1] == pytest.approx(88.5)
+    assert shown == sorted(shown)
+    # A run without the language model: "prompts" never reports and counts as done once
+    # "fit" does.
+    shown.clear()
+    follower = _EventFollower(Feedback())
+    progress("data", 1.0)
+    progress("srel", 1.0)
+    progress("fit", 0.0)
+    assert shown[-1] == pytest.approx(80.0)
