@@ -1,4 +1,5 @@
-"""`train` and `evaluate`: SREL, then per target the prompt vectors and the per-task model.
+"""`train` and `evaluate`: SREL and per target the prompt vectors (side by side on the CPU for
+cities on SREL's dense path), then per target the per-task model.
 
 For every target: the language model reads each region's description after the task's prompt
 (Prompt4RE's semantic vectors), the per-task model (engine/training/predictor.py) is evaluated by
