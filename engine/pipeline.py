@@ -130,14 +130,22 @@ def srel_config(job: dict, opts: dict):
 def check_memory(dataset, config, device: str) -> None:
     from engine.cli import MemoryRefused
     from engine.memory import available_bytes, estimate_job_bytes
+    from engine.models.modeling_srel import SRELConfig
+
+    defaults = SRELConfig()
+
+    def setting(name: str):
+        return getattr(config, name, getattr(defaults, name))
 
     width = sum(v.width for v in dataset.views.values() if v.kind != "flow")
+    # Every attention block keeps its scores: the region transformer's and, per intra-view
+    # layer, one per view.
+    blocks = setting("layers") + setting("intra_view_layers") * len(dataset.views)
     need = estimate_job_bytes(
-        dataset.n_regions, width, hidden=getattr(config, "hidden", 64),
-        heads=getattr(config, "heads", 4), layers=getattr(config, "layers", 2),
-        dense_threshold=getattr(config, "dense_threshold", 2048),
-        neighbours=getattr(config, "neighbours", 16), embedding_size=config.embedding_size,
-        distance_buckets=getattr(config, "distance_buckets", 16))
+        dataset.n_regions, width, hidden=setting("hidden"), heads=setting("heads"),
+        layers=blocks, dense_threshold=setting("dense_threshold"),
+        neighbours=setting("neighbours"), embedding_size=config.embedding_size,
+        distance_buckets=setting("distance_buckets"))
     have = available_bytes(device)
     if need > 0.9 * have:
         raise MemoryRefused(
