@@ -393,97 +393,34 @@ def prepare_srel_inputs(dataset: RegionDataset, config: SRELConfig) -> SRELInput
 
 
 def _attention_dropout(alpha: Tensor, p: float) -> Tensor:
-    """Dropout of attention weights, each dropped with probability p (to 1/65536) and the kept
-    ones scaled by 1 / (1 - p), as F.dropout does, from the torch random stream.
-
-    On the CPU the mask comes from numpy's PCG64, seeded by one draw of torch's generator (so
-    `torch.manual_seed` still fixes it), as a float mask in one pass: torch's CPU generator
-    (mt19937) takes 2.5x as long per value, its bernoulli_ 5x, and the H x N x N masks were
-    the largest cost of an SREL step on Manhattan after the matmuls. Elsewhere torch's own
-    generator draws it (a GPU draws masks at memory speed)."""
+    """Dropout of attention weights, its mask drawn as integers: on the CPU, torch's
+    bernoulli_ takes 2x as long as integers from the same generator, and the H x N x N masks
+    were 11% of an SREL step on Manhattan. Each weight is dropped with probability p (to 1e-4)
+    and the kept ones scaled by 1 / (1 - p), as F.dropout does."""
     if p <= 0.0:
         return alpha
     if p >= 1.0:
         return torch.zeros_like(alpha)
-    if alpha.device.type != "cpu":
-        keep = torch.rand_like(alpha) >= p
-        return alpha * keep.to(alpha.dtype).mul_(1.0 / (1.0 - p))
-    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
-    draw = rng.integers(0, 65536, size=alpha.shape, dtype=np.uint16)  # (H, N, N)
-    mask = np.where(draw >= round(p * 65536), np.float32(1.0 / (1.0 - p)), np.float32(0.0))
-    return alpha * torch.from_numpy(mask).to(alpha.dtype)
+    keep = torch.randint(0, 10000, alpha.shape, dtype=torch.int16, device=alpha.device) >= round(p * 10000)
+    return alpha * keep.to(alpha.dtype).mul_(1.0 / (1.0 - p))  # one float mask: one mul each way
 
 
 class _BucketBias(torch.autograd.Function):
-    """(H, N, N) bias of the N x N pairs from a (B, H) table and the pairs' (B, N * N) one-hot
-    buckets: the forward a gather, the backward a matmul with the one-hot. A gather's own
-    backward is a scatter over the pairs: 14% of an SREL step on Manhattan on the CPU (2
-    threads), where the matmul takes a third of its time. (The forward as a matmul too, with
-    its inner width of B, is slower than the gather.) The output is shaped here, not viewed
-    after: an in-place op on a view of it would make autograd copy its gradient back."""
+    """(H, P) bias of P pairs from a (B, H) table and the pairs' (B, P) one-hot buckets: the
+    forward a gather, the backward a matmul with the one-hot. A gather's own backward is a
+    scatter over the P pairs: 14% of an SREL step on Manhattan on the CPU (2 threads), where
+    the matmul takes a third of its time. (The forward as a matmul too, with its inner width
+    of B, is slower than the gather.)"""
 
     @staticmethod
-    def forward(ctx, table: Tensor, bucket: Tensor, onehot: Tensor, n: int) -> Tensor:
+    def forward(ctx, table: Tensor, bucket: Tensor, onehot: Tensor) -> Tensor:
         ctx.save_for_backward(onehot)
-        bias = table.new_empty(table.shape[1], n, n)  # (H, N, N)
-        torch.index_select(table.T.contiguous(), 1, bucket, out=bias.view(table.shape[1], -1))
-        return bias
+        return table.T.contiguous().index_select(1, bucket)  # (H, P)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (onehot,) = ctx.saved_tensors
-        return onehot @ grad.reshape(grad.shape[0], -1).T, None, None, None  # (B, H)
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, table: Tensor | None, inputs: SRELInputs,
-            p: float) -> Tensor:
-    r"""Multi-head attention over regions with a distance bias, for any number of heads.
-
-    .. math::
-        o^h_i = \sum_{j \in \mathcal{N}(i)} \mathrm{softmax}_j\Big(
-            \frac{q^h_i \cdot k^h_j}{\sqrt{d_h}} + b^h_{\phi(i, j)}\Big)\, v^h_j
-
-    with :math:`\mathcal{N}(i)` every region (dense path: `inputs.distance_bucket`) or the
-    region's neighbours (sparse path: `inputs.edge_index`, `inputs.edge_bucket`), and the
-    attention weights dropped with probability `p`.
-
-    Shapes:
-        - **input:** q, k, v :math:`(N, H, d_h)`; table :math:`(B, H)` or None (no bias)
-        - **output:** :math:`(N, H \cdot d_h)`
-    """
-    n, heads, head_dim = q.shape
-    scale = 1.0 / math.sqrt(head_dim)
-    if inputs.edge_index is None:  # dense: exact attention over all pairs
-        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # (H, N, hd)
-        if table is None:
-            logits = torch.bmm(q, k.transpose(1, 2)) * scale  # (H, N, N)
-        else:
-            bucket = inputs.distance_bucket.reshape(-1)  # (N * N,)
-            if inputs.distance_onehot is not None:
-                bias = _BucketBias.apply(table, bucket, inputs.distance_onehot, n)  # (H, N, N)
-            else:
-                bias = table.index_select(0, bucket).T.reshape(-1, n, n)  # (H, N, N)
-            # In place on the freshly gathered bias: one pass over the H x N x N logits
-            # fewer than baddbmm(bias, ...), which first copies the bias into its output.
-            logits = bias.baddbmm_(q, k.transpose(1, 2), alpha=scale)  # (H, N, N)
-        # Written out rather than F.scaled_dot_product_attention: with a bias that needs
-        # its gradient and dropout, the CPU has no fused kernel and SDPA's fallback adds a
-        # guard against all-masked rows (which cannot occur here) at each call.
-        alpha = _attention_dropout(torch.softmax(logits, dim=-1), p)
-        return torch.bmm(alpha, v).transpose(0, 1).reshape(n, -1)  # (N, H * hd)
-    source, target = inputs.edge_index  # i = target attends to j = source
-    # index_select, not q[target]: its backward is one index_add_, where advanced indexing's
-    # backward is an accumulating index_put_ (several times slower on CPU).
-    logits = (q.index_select(0, target) * k.index_select(0, source)).sum(-1) * scale  # (E, H)
-    if table is not None:
-        # index_select: its backward is one index_add_ where nn.Embedding's, under
-        # deterministic algorithms, sorts the indices (4x slower on the CPU).
-        logits = logits + table.index_select(0, inputs.edge_bucket)  # (E, H)
-    alpha = segment_softmax(logits, target, num_nodes=n)  # (E, H)
-    alpha = F.dropout(alpha, p=p, training=p > 0.0)
-    out = scatter(alpha.unsqueeze(-1) * v.index_select(0, source), target, dim=0, dim_size=n,
-                  reduce="sum")  # (N, H, hd)
-    return out.reshape(n, -1)  # (N, H * hd)
+        return onehot @ grad.T, None, None  # (B, H)
 
 
 class RegionAttention(nn.Module):
@@ -497,7 +434,7 @@ class RegionAttention(nn.Module):
     where :math:`\phi(i, j)` is the distance bucket of the pair and :math:`b^h` one learnable
     scalar per head and bucket. :math:`\mathcal{N}(i)` is every region (dense path) or the
     region's neighbours given by `edge_index` (sparse path); both give the same result when
-    the neighbour set is complete (see :func:`_attend`).
+    the neighbour set is complete.
 
     Args:
         hidden (int): token width.
@@ -507,7 +444,8 @@ class RegionAttention(nn.Module):
         use_distance_bias (bool, optional): add :math:`b^h_{\phi(i,j)}`. (default: :obj:`True`)
 
     Shapes:
-        - **input:** tokens :math:`(N, hidden)` and :class:`SRELInputs` (its attention structure)
+        - **input:** tokens :math:`(N, hidden)`; `distance_bucket` :math:`(N, N)` (dense) or
+          `edge_index` :math:`(2, E)` and `edge_bucket` :math:`(E,)` (sparse)
         - **output:** :math:`(N, hidden)`
     """
 
@@ -526,11 +464,49 @@ class RegionAttention(nn.Module):
         self.out.reset_parameters()
         nn.init.zeros_(self.distance_bias.weight)
 
-    def forward(self, x: Tensor, inputs: SRELInputs) -> Tensor:
+    def _bias(self, bucket: Tensor) -> Tensor:
+        """(P, H) bias of P pairs from their (P,) buckets. The table lookup is an index_select:
+        its backward is one index_add_ where nn.Embedding's, under deterministic algorithms,
+        sorts the indices (4x slower on the CPU)."""
+        return self.distance_bias.weight.index_select(0, bucket)
+
+    def forward(self, x: Tensor, distance_bucket: Tensor | None = None,
+                edge_index: Tensor | None = None, edge_bucket: Tensor | None = None,
+                distance_onehot: Tensor | None = None) -> Tensor:
         n = x.shape[0]
         q, k, v = self.qkv(x).view(n, 3, self.heads, self.head_dim).unbind(1)  # (N, H, hd) each
-        table = self.distance_bias.weight if self.use_distance_bias else None  # (B, H)
-        return self.out(_attend(q, k, v, table, inputs, self.dropout if self.training else 0.0))
+        p = self.dropout if self.training else 0.0
+        if edge_index is None:  # dense: exact attention over all pairs
+            q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # (H, N, hd)
+            scale = 1.0 / math.sqrt(self.head_dim)
+            if not self.use_distance_bias:
+                logits = torch.bmm(q, k.transpose(1, 2)) * scale  # (H, N, N)
+            else:
+                if distance_onehot is not None:
+                    bias = _BucketBias.apply(self.distance_bias.weight, distance_bucket.reshape(-1),
+                                             distance_onehot).view(-1, n, n)
+                else:
+                    bias = self._bias(distance_bucket.reshape(-1)).T.reshape(-1, n, n)
+                logits = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)  # (H, N, N)
+            # Written out rather than F.scaled_dot_product_attention: with a bias that needs
+            # its gradient and dropout, the CPU has no fused kernel and SDPA's fallback adds a
+            # guard against all-masked rows (which cannot occur here) at each call.
+            alpha = _attention_dropout(torch.softmax(logits, dim=-1), p)
+            out = torch.bmm(alpha, v).transpose(0, 1).reshape(n, -1)  # (N, hidden)
+        else:  # sparse: attention over each region's neighbours
+            source, target = edge_index  # i = target attends to j = source
+            # index_select, not q[target]: its backward is one index_add_, where advanced
+            # indexing's backward is an accumulating index_put_ (several times slower on CPU).
+            logits = (q.index_select(0, target) * k.index_select(0, source)).sum(-1)
+            logits = logits / math.sqrt(self.head_dim)  # (E, H)
+            if self.use_distance_bias:
+                logits = logits + self._bias(edge_bucket)  # (E, H)
+            alpha = segment_softmax(logits, target, num_nodes=n)  # (E, H)
+            alpha = F.dropout(alpha, p=p, training=self.training)
+            out = scatter(alpha.unsqueeze(-1) * v.index_select(0, source), target, dim=0, dim_size=n,
+                          reduce="sum")  # (N, H, hd)
+            out = out.reshape(n, -1)  # (N, hidden)
+        return self.out(out)
 
 
 class TransformerBlock(nn.Module):
@@ -563,98 +539,9 @@ class TransformerBlock(nn.Module):
         self.mlp[2].reset_parameters()
 
     def forward(self, x: Tensor, inputs: SRELInputs) -> Tensor:
-        x = x + self.attention(self.norm1(x), inputs)
+        x = x + self.attention(self.norm1(x), inputs.distance_bucket, inputs.edge_index,
+                               inputs.edge_bucket, inputs.distance_onehot)
         return x + self.mlp(self.norm2(x))
-
-
-def _linear_per_view(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """One linear map per view, as one batched matmul: (V, N, in) -> (V, N, out) with
-    `weight` (V, out, in) and `bias` (V, out) in nn.Linear's convention."""
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-
-
-def _layer_norm_per_view(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """LayerNorm over the last dim with one affine map per view: weight, bias (V, hidden)."""
-    return torch.addcmul(bias.unsqueeze(1), F.layer_norm(x, x.shape[-1:]), weight.unsqueeze(1))
-
-
-class ViewTransformerBlock(nn.Module):
-    r"""V independent :class:`TransformerBlock` s, one per view, computed together.
-
-    For each view :math:`v`, with its own weights:
-    :math:`x_v \leftarrow x_v + \mathrm{Attn}_v(\mathrm{LN}_v(x_v))`,
-    :math:`x_v \leftarrow x_v + \mathrm{MLP}_v(\mathrm{LN}_v(x_v))`, the attention as in
-    :class:`RegionAttention` (each view its own distance-bias table). The same function as V
-    separate blocks, computed as batched matmuls with the views' heads side by side in one
-    attention call: a third of the operator calls, and on the CPU an SREL step with three
-    views ~15% faster (its cost is mostly per call and per pass over the H x N x N scores).
-
-    Args:
-        views (int): number of views V.
-        hidden (int), heads (int), dropout (float), num_buckets (int), use_distance_bias (bool):
-            as in :class:`RegionAttention`.
-
-    Shapes:
-        - **input:** :math:`(V, N, hidden)` and the attention structure
-        - **output:** :math:`(V, N, hidden)`
-    """
-
-    def __init__(self, views: int, hidden: int, heads: int, dropout: float, num_buckets: int,
-                 use_distance_bias: bool) -> None:
-        super().__init__()
-        self.views, self.heads, self.head_dim, self.dropout = views, heads, hidden // heads, dropout
-        self.use_distance_bias = use_distance_bias
-        shapes = {"norm1_weight": (hidden,), "norm1_bias": (hidden,),
-                  "qkv_weight": (3 * hidden, hidden), "qkv_bias": (3 * hidden,),
-                  "out_weight": (hidden, hidden), "out_bias": (hidden,),
-                  "norm2_weight": (hidden,), "norm2_bias": (hidden,),
-                  "fc1_weight": (2 * hidden, hidden), "fc1_bias": (2 * hidden,),
-                  "fc2_weight": (hidden, 2 * hidden), "fc2_bias": (hidden,),
-                  "distance_bias": (num_buckets, heads)}
-        for name, shape in shapes.items():
-            self.register_parameter(name, nn.Parameter(torch.empty(views, *shape)))  # (V, ...)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        with torch.no_grad():
-            for name in ("norm1", "norm2"):
-                getattr(self, f"{name}_weight").fill_(1.0)
-                getattr(self, f"{name}_bias").zero_()
-            for name in ("qkv", "out", "fc1", "fc2"):  # nn.Linear's initialisation, per view
-                weight, bias = getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias")
-                bound = 1.0 / math.sqrt(weight.shape[-1])
-                weight.uniform_(-bound, bound)
-                bias.uniform_(-bound, bound)
-            self.distance_bias.zero_()
-
-    def forward(self, x: Tensor, inputs: SRELInputs) -> Tensor:
-        views, n, hidden = x.shape
-        heads = views * self.heads  # every view's heads side by side, view-major
-        y = _layer_norm_per_view(x, self.norm1_weight, self.norm1_bias)
-        qkv = _linear_per_view(y, self.qkv_weight, self.qkv_bias)  # (V, N, 3 * hidden)
-        q, k, v = qkv.view(views, n, 3, self.heads, self.head_dim).permute(2, 1, 0, 3, 4).reshape(
-            3, n, heads, self.head_dim).unbind(0)  # (N, V * H, hd) each
-        table = None
-        if self.use_distance_bias:
-            table = self.distance_bias.transpose(0, 1).reshape(-1, heads)  # (B, V * H)
-        out = _attend(q, k, v, table, inputs, self.dropout if self.training else 0.0)  # (N, V*hidden)
-        out = out.view(n, views, hidden).transpose(0, 1)  # (V, N, hidden)
-        x = x + _linear_per_view(out, self.out_weight, self.out_bias)
-        y = _layer_norm_per_view(x, self.norm2_weight, self.norm2_bias)
-        y = _linear_per_view(F.gelu(_linear_per_view(y, self.fc1_weight, self.fc1_bias)),
-                             self.fc2_weight, self.fc2_bias)  # (V, N, hidden)
-        return x + F.dropout(y, p=self.dropout, training=self.training)
-
-    def load_separate_blocks(self, blocks: list[TransformerBlock]) -> None:
-        """Copy the weights of V separate blocks (view order) into this one."""
-        pairs = {"norm1": "norm1", "qkv": "attention.qkv", "out": "attention.out",
-                 "norm2": "norm2", "fc1": "mlp.0", "fc2": "mlp.2"}
-        with torch.no_grad():
-            for mine, theirs in pairs.items():
-                for part in ("weight", "bias"):
-                    getattr(self, f"{mine}_{part}").copy_(torch.stack(
-                        [b.get_submodule(theirs).get_parameter(part) for b in blocks]))
-            self.distance_bias.copy_(torch.stack([b.attention.distance_bias.weight for b in blocks]))
 
 
 class ViewEncoder(nn.Module):
@@ -812,11 +699,10 @@ class SREL(nn.Module):
         self.encoders = nn.ModuleDict({
             s.name: FlowViewEncoder(s.width, c.hidden) if s.kind == "flow" else ViewEncoder(s.width, c.hidden)
             for s in self.view_specs})
-        # Intra-view attention: each view's own blocks, the V views computed together.
-        self.intra_view = nn.ModuleList([
-            ViewTransformerBlock(len(self.view_specs), c.hidden, c.heads, c.dropout, buckets,
-                                 c.use_distance_bias)
-            for _ in range(c.intra_view_layers)])
+        self.intra_view = nn.ModuleDict({
+            s.name: nn.ModuleList([TransformerBlock(c.hidden, c.heads, c.dropout, buckets, c.use_distance_bias)
+                                   for _ in range(c.intra_view_layers)])
+            for s in self.view_specs})
         self.fusion = ViewFusion(c.hidden, c.heads, c.dropout)
         self.centrality = CentralityEncoding(c.centrality_buckets, c.hidden)
         self.blocks = nn.ModuleList([TransformerBlock(c.hidden, c.heads, c.dropout, buckets, c.use_distance_bias)
@@ -837,28 +723,10 @@ class SREL(nn.Module):
 
     def reset_parameters(self) -> None:
         for module in (*self.encoders.values(), self.fusion, self.centrality, *self.blocks,
-                       *self.intra_view, self.norm,
+                       *(b for blocks in self.intra_view.values() for b in blocks), self.norm,
                        self.project, *self.source.values(), *self.destination.values(),
                        *self.similarity.values(), *self.reconstruct.values()):
             module.reset_parameters()
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """Also reads models saved before the views' blocks were computed together (keys
-        `intra_view.<view>.<layer>.*`, one TransformerBlock per view): stacked in view order."""
-        old = f"{prefix}intra_view."
-        if any(key.startswith(old) and not key[len(old):].split(".")[0].isdigit() for key in state_dict):
-            for layer, block in enumerate(self.intra_view):
-                separate = [TransformerBlock(self.config.hidden, self.config.heads, 0.0,
-                                             block.distance_bias.shape[1], True)
-                            for _ in self.view_specs]
-                for view, single in zip(self.view_specs, separate, strict=True):
-                    head = f"{old}{view.name}.{layer}."
-                    single.load_state_dict({k[len(head):]: state_dict.pop(k)
-                                            for k in list(state_dict) if k.startswith(head)})
-                block.load_separate_blocks(separate)
-                for name, value in block.state_dict().items():
-                    state_dict[f"{old}{layer}.{name}"] = value
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def constructor_arguments(self) -> dict:
         """JSON-able arguments that rebuild this model (with its config)."""
@@ -873,10 +741,11 @@ class SREL(nn.Module):
         for s in self.view_specs:
             if s.kind == "flow":
                 tokens[s.name] = self.encoders[s.name](inputs.features[s.name], base, inputs.flows[s.name])
-        stacked = torch.stack([tokens[s.name] for s in self.view_specs])  # (V, N, hidden)
-        for block in self.intra_view:
-            stacked = block(stacked, inputs)
-        x, _ = self.fusion(stacked.transpose(0, 1))  # (N, hidden)
+        for s in self.view_specs:
+            for block in self.intra_view[s.name]:
+                tokens[s.name] = block(tokens[s.name], inputs)
+        stacked = torch.stack([tokens[s.name] for s in self.view_specs], dim=1)  # (N, V, hidden)
+        x, _ = self.fusion(stacked)  # (N, hidden)
         if self.config.use_centrality:
             x = x + self.centrality(inputs.degree_bucket, inputs.out_bucket, inputs.in_bucket)
         for block in self.blocks:

@@ -1,6 +1,5 @@
 """SREL model: shapes, dense vs sparse attention, spatial priors, serialization."""
 
-import dataclasses
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -12,14 +11,7 @@ import torch
 from tiny_region_data import tiny_dataset
 
 from engine.errors import InputError
-from engine.models.modeling_srel import (
-    SREL,
-    RegionAttention,
-    SRELConfig,
-    TransformerBlock,
-    ViewTransformerBlock,
-    prepare_srel_inputs,
-)
+from engine.models.modeling_srel import SREL, RegionAttention, SRELConfig, prepare_srel_inputs
 from engine.models.serialization import load_model, save_model
 
 torch.set_num_threads(1)
@@ -41,14 +33,10 @@ def model_and_inputs(config: SRELConfig, dataset=None, seed: int = 0):
 def randomise_distance_bias(model: SREL) -> None:
     generator = torch.Generator().manual_seed(1)
     for module in model.modules():
-        table = None
         if isinstance(module, RegionAttention):
-            table = module.distance_bias.weight
-        elif isinstance(module, ViewTransformerBlock):
-            table = module.distance_bias
-        if table is not None:
             with torch.no_grad():
-                table.copy_(torch.randn(table.shape, generator=generator) * 3)
+                module.distance_bias.weight.copy_(
+                    torch.randn(module.distance_bias.weight.shape, generator=generator) * 3)
 
 
 def test_output_shape_and_width_independent_of_n():
@@ -218,7 +206,7 @@ def test_dense_bias_from_one_hot_buckets_matches_the_table_lookup():
     results = []
     for onehot in (inputs.distance_onehot, None):
         attention.zero_grad(set_to_none=True)
-        out = attention(x, dataclasses.replace(inputs, distance_onehot=onehot))
+        out = attention(x, inputs.distance_bucket, distance_onehot=onehot)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         results.append((out.detach(), {k: p.grad.clone() for k, p in attention.named_parameters()}))
     (out_a, grads_a), (out_b, grads_b) = results
@@ -240,67 +228,3 @@ def test_attention_dropout_drops_a_share_p_and_rescales_the_rest(p):
     assert abs(dropped - p) < 0.01
     if p < 1.0:
         assert torch.allclose(out[out != 0], torch.tensor(0.01 / (1.0 - p)))
-
-
-@pytest.mark.parametrize("dense_threshold", [1024, 0])
-def test_views_computed_together_equal_one_block_per_view(dense_threshold):
-    """The batched intra-view block is V separate transformer blocks: same outputs and the
-    same gradients for every view's weights, on the dense and the sparse path."""
-    config = tiny_config(dense_threshold=dense_threshold, neighbours=4)
-    _, inputs = model_and_inputs(config, tiny_dataset(11))
-    buckets = config.distance_buckets + 1
-    torch.manual_seed(0)
-    separate = [TransformerBlock(16, 4, 0.0, buckets, True) for _ in range(3)]
-    for block in separate:
-        with torch.no_grad():
-            block.attention.distance_bias.weight.normal_(std=2.0)
-    together = ViewTransformerBlock(3, 16, 4, 0.0, buckets, True)
-    together.load_separate_blocks(separate)
-    x = torch.randn(3, 11, 16)
-    weight = torch.linspace(-1, 1, x.numel()).view_as(x)
-    expected = torch.stack([block(x[v], inputs) for v, block in enumerate(separate)])
-    (expected * weight).sum().backward()
-    out = together(x, inputs)
-    (out * weight).sum().backward()
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(together.qkv_weight.grad,
-                               torch.stack([b.attention.qkv.weight.grad for b in separate]),
-                               atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(together.distance_bias.grad,
-                               torch.stack([b.attention.distance_bias.weight.grad for b in separate]),
-                               atol=1e-5, rtol=1e-4)
-    assert together.distance_bias.grad.abs().sum() > 0
-
-
-def test_model_saved_with_one_block_per_view_loads_with_the_same_output(tmp_path):
-    """Models saved before the views' blocks were batched (keys intra_view.<view>.<layer>.*)
-    still load and embed as they did."""
-    config = tiny_config(intra_view_layers=2)
-    model, inputs = model_and_inputs(config, tiny_dataset(10))
-    randomise_distance_bias(model)
-    state = model.state_dict()
-    names = [s.name for s in model.view_specs]
-    old_layout = {k: v for k, v in state.items() if not k.startswith("intra_view.")}
-    for layer, block in enumerate(model.intra_view):
-        separate = [TransformerBlock(16, 4, 0.0, config.distance_buckets + 1, True) for _ in names]
-        for v, single in enumerate(separate):  # the per-view blocks the batched one equals
-            with torch.no_grad():
-                single.norm1.weight.copy_(block.norm1_weight[v])
-                single.norm1.bias.copy_(block.norm1_bias[v])
-                single.attention.qkv.weight.copy_(block.qkv_weight[v])
-                single.attention.qkv.bias.copy_(block.qkv_bias[v])
-                single.attention.out.weight.copy_(block.out_weight[v])
-                single.attention.out.bias.copy_(block.out_bias[v])
-                single.attention.distance_bias.weight.copy_(block.distance_bias[v])
-                single.norm2.weight.copy_(block.norm2_weight[v])
-                single.norm2.bias.copy_(block.norm2_bias[v])
-                single.mlp[0].weight.copy_(block.fc1_weight[v])
-                single.mlp[0].bias.copy_(block.fc1_bias[v])
-                single.mlp[2].weight.copy_(block.fc2_weight[v])
-                single.mlp[2].bias.copy_(block.fc2_bias[v])
-            for key, value in single.state_dict().items():
-                old_layout[f"intra_view.{names[v]}.{layer}.{key}"] = value
-    fresh, _ = model_and_inputs(config, tiny_dataset(10), seed=5)
-    fresh.load_state_dict(old_layout, strict=True)
-    with torch.no_grad():
-        torch.testing.assert_close(fresh(inputs), model(inputs))
