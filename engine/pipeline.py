@@ -128,24 +128,19 @@ def srel_config(job: dict, opts: dict):
 
 
 def check_memory(dataset, config, device: str) -> None:
+    """Refuses a job whose estimated SREL memory exceeds what `device` has free; `config` is
+    the job's SRELConfig (`srel_config`)."""
     from engine.cli import MemoryRefused
     from engine.memory import available_bytes, estimate_job_bytes
-    from engine.models.modeling_srel import SRELConfig
-
-    defaults = SRELConfig()
-
-    def setting(name: str):
-        return getattr(config, name, getattr(defaults, name))
 
     width = sum(v.width for v in dataset.views.values() if v.kind != "flow")
     # Every attention block keeps its scores: the region transformer's and, per intra-view
     # layer, one per view.
-    blocks = setting("layers") + setting("intra_view_layers") * len(dataset.views)
+    blocks = config.layers + config.intra_view_layers * len(dataset.views)
     need = estimate_job_bytes(
-        dataset.n_regions, width, hidden=setting("hidden"), heads=setting("heads"),
-        layers=blocks, dense_threshold=setting("dense_threshold"),
-        neighbours=setting("neighbours"), embedding_size=config.embedding_size,
-        distance_buckets=setting("distance_buckets"))
+        dataset.n_regions, width, hidden=config.hidden, heads=config.heads, layers=blocks,
+        dense_threshold=config.dense_threshold, neighbours=config.neighbours,
+        embedding_size=config.embedding_size, distance_buckets=config.distance_buckets)
     have = available_bytes(device)
     if need > 0.9 * have:
         raise MemoryRefused(
