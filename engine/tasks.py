@@ -88,8 +88,8 @@ def srel_and_semantic_vectors(dataset, job: dict, config, opts: dict, device: st
     On the CPU, when SREL takes its dense path (N <= `dense_threshold`), the two run side by
     side, SREL in a second thread, each on one core while both run; the vectors get every core
     back once SREL is done. SREL's small (heads, N, N) steps gain little from a second core
-    (Manhattan, 2 cores: 36 vs 45 ms per epoch) while the language model's matmuls gain 1.5x,
-    so a cold-cache run of Manhattan's three tasks is about 40 s shorter than one after the
+    (Manhattan, 2 cores: 43 vs 47 ms per epoch) while the language model's matmuls gain 1.5x,
+    so a cold-cache `make demo` (three tasks) took 291 s instead of 328 s one after the
     other. The choice depends only on the device, N and the job (never on the vector cache),
     so a job gives the same numbers each time: SREL's rounding depends on its thread count.
     """
