@@ -1,7 +1,7 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
     python -m bench.run --quick|--full [--data DIR] [--tasks a,b] [--out docs]
-                        [--parts quality,sweep,prompts,writeback] [--device cpu]
+                        [--parts quality,sweep,prompts,writeback,demo] [--device cpu]
 
 Parts not run this time are read back from their earlier result files in OUT/bench/, so the
 document always shows every table; each table says when it was measured.
@@ -22,7 +22,8 @@ from bench.env import REPO, environment
 from bench.quality import MANHATTAN, QualitySettings, run_quality
 from bench.report import cpu_features_text, prompt_summary
 
-PARTS = ("quality", "sweep", "prompts", "writeback")
+PARTS = ("quality", "sweep", "prompts", "writeback", "demo")
+FULL_ONLY = ("writeback", "demo")  # parts that need QGIS and minutes: only with --full
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
 QUICK_NOTE = ("Quick mode: 1 seed (no std); the prompt ablations, gradient boosting and the "
               "paper protocol on the first task only (the baselines, SREL -> Ridge and the "
@@ -172,6 +173,40 @@ def run_writeback(out: Path, full: bool, log) -> dict | None:
     return _read(out / "writeback-qgis.json")
 
 
+def run_demo(log) -> dict:
+    """`make demo` (scripts/demo.sh) as a user runs it after set-up: a fresh output folder and
+    an empty vector cache (the converted language models are set-up, so they are linked in),
+    timed from start to the printed table."""
+    if not QGIS_PYTHON.exists():
+        return {"skipped": f"QGIS's Python ({QGIS_PYTHON}) is not installed (make setup-qgis)"}
+    import tempfile
+
+    from engine.language.models import default_cache_dir
+
+    log("demo: scripts/demo.sh with an empty vector cache ...")
+    with tempfile.TemporaryDirectory(prefix="topt-demo-") as scratch:
+        cache = Path(scratch) / "cache"
+        cache.mkdir()
+        models = default_cache_dir() / "models"
+        if models.is_dir():
+            (cache / "models").symlink_to(models, target_is_directory=True)
+        out = Path(scratch) / "demo"
+        env = {**os.environ, "TOPT_CACHE_DIR": str(cache),
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+        start = time.perf_counter()
+        done = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), str(out)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=3600)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            return {"skipped": f"scripts/demo.sh failed: {done.stderr[-800:]}"}
+        metrics = next((json.loads(m.read_text()) for m in (out / "model" / "metrics.json",
+                        out / "engine" / "metrics.json") if m.exists()), {})
+    return {"seconds": seconds, "through_qgis": "through QGIS" in done.stdout,
+            "threads": env["OMP_NUM_THREADS"], "timings": metrics.get("timings", {}),
+            "r2": {task: scores["methods"] for task, scores in metrics.get("tasks", {}).items()},
+            "clustering": metrics.get("clustering", {}), "table": done.stdout[-6000:]}
+
+
 def _merged_sweeps(bench_dir: Path, device: str) -> dict | None:
     """sweep-<device>.json, with the rows of later runs (sweep-<device>?*.json, e.g. one size
     re-run after a fix or with the prompts encoded) merged in: a successful row replaces the
@@ -227,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs"), help="where benchmarks.md goes")
     parser.add_argument("--parts", default=None,
                         help=f"comma-separated parts to run now, of {', '.join(PARTS)} "
-                        "(default: all; writeback only with --full; 'none': only render the "
+                        "(default: all; writeback and demo only with --full; 'none': only "
+                        "render the "
                         "document from the existing result files)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seeds", default=None,
@@ -249,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     full = bool(args.full)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     parts = (args.parts.split(",") if args.parts
-             else [p for p in PARTS if full or p != "writeback"])
+             else [p for p in PARTS if full or p not in FULL_ONLY])
     if parts == ["none"]:
         parts = []  # render the document from the result files already there
     unknown = set(parts) - set(PARTS)
@@ -297,11 +333,16 @@ def main(argv: list[str] | None = None) -> int:
         writeback = run_writeback(bench_dir, full, log)
         if writeback and "skipped" in writeback:
             _write(bench_dir / "writeback-qgis.json", writeback)
+    if "demo" in parts:
+        demo = run_demo(log)
+        demo["environment"] = environment(args.device)
+        _write(bench_dir / "demo.json", demo)
     results["quality"] = _read(bench_dir / "quality.json")
     results["prompts"] = _read(bench_dir / "prompts.json")
     results["sweep_cpu"] = _merged_sweeps(bench_dir, "cpu")
     results["sweep_cuda"] = _merged_sweeps(bench_dir, "cuda")
     results["writeback"] = _read(bench_dir / "writeback-qgis.json")
+    results["demo"] = _read(bench_dir / "demo.json")
     results["seconds"] = time.perf_counter() - started
     document = render_document(results, out_docs)
     log(f"wrote {document} ({results['seconds']:.0f} s)")

@@ -185,3 +185,25 @@ def test_a_prompt_benchmark_on_another_cpu_keeps_the_earlier_cpus_figure_beside_
     assert [run["date"] for run in other_cpu_runs(avx2, again)] == ["day 2"]
     # The same kind of CPU as the run before it: nothing to keep.
     assert other_cpu_runs(bf16, again) == []
+
+
+def test_the_demo_timing_is_a_goal_row_and_a_section_with_its_bar_beside_it():
+    from bench.report import DEMO_BAR, DEMO_DEFAULT, render
+
+    def demo(seconds: float) -> dict:
+        return {"seconds": seconds, "through_qgis": True, "threads": "2",
+                "environment": {"date": "now", "commit": "abc", "cpu_count": 2},
+                "timings": {"srel_seconds": 80.0, "prompt_seconds": 200.0, "fit_seconds": 9.0},
+                "r2": {"crime": {DEMO_DEFAULT: {"R2": 0.7641}, DEMO_BAR: {"R2": 0.7682}}},
+                "clustering": {"landuse_class": {"NMI": 0.71, "ARI": 0.46}}}
+
+    fast = render({"mode": "full", "demo": demo(291.4)}, None, None)
+    assert "| `make demo` under 5 min after set-up, this CPU | 291 s (through QGIS" in fast
+    assert "**met** (-9 s)" in fast
+    assert "| crime | 0.764 | 0.768 |" in fast and "NMI 0.710" in fast
+    slow = render({"mode": "full", "demo": demo(328.0)}, None, None)
+    assert "**not met** (+28 s)" in slow
+    skipped = render({"mode": "full", "demo": {"skipped": "QGIS's Python is not installed"}},
+                     None, None)
+    assert "Skipped: QGIS's Python is not installed" in skipped
+    assert "make demo` under 5 min" not in skipped  # no goal row without a measurement

@@ -218,13 +218,41 @@ def test_dense_bias_from_one_hot_buckets_matches_the_table_lookup():
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
-def test_attention_dropout_drops_a_share_p_and_rescales_the_rest(p):
-    from engine.models.modeling_srel import _attention_dropout
+def test_attention_dropout_drops_a_share_p_and_gives_the_rescaling(p):
+    """Every weight is dropped with probability p, wherever it sits in the tensor (the mask is
+    four 16-bit draws per 64-bit one: each of the four gets its own share), the rest kept, and
+    the factor the attended values are rescaled by is 1 / (1 - p); the same seed gives the
+    same mask, and a size that is not a multiple of four works."""
+    from engine.models.modeling_srel import _drop_attention
 
     torch.manual_seed(0)
-    alpha = torch.full((4, 100, 100), 0.01)
-    out = _attention_dropout(alpha, p)
-    dropped = (out == 0).float().mean().item()
-    assert abs(dropped - p) < 0.01
-    if p < 1.0:
-        assert torch.allclose(out[out != 0], torch.tensor(0.01 / (1.0 - p)))
+    alpha = torch.full((3, 201, 101), 0.01)  # 60,903 weights
+    out, factor = _drop_attention(alpha, p)
+    assert out.shape == alpha.shape
+    for lane in range(4):
+        dropped = (out.flatten()[lane::4] == 0).float().mean().item()
+        assert abs(dropped - p) < 0.012, lane
+    assert torch.all((out == 0) | (out == 0.01))
+    assert factor == pytest.approx(1.0 / (1.0 - p) if p < 1.0 else 1.0)
+    torch.manual_seed(0)
+    assert torch.equal(_drop_attention(alpha, p)[0], out)
+
+
+def test_attention_with_dropout_is_unbiased():
+    """Averaged over many dropout masks, the attention output in training mode is the output
+    without dropout (the kept weights' rescaling is applied, wherever it is applied)."""
+    config = tiny_config()
+    _, inputs = model_and_inputs(config, tiny_dataset(12))
+    torch.manual_seed(0)
+    attention = RegionAttention(16, 4, dropout=0.3, num_buckets=config.distance_buckets + 1)
+    x = torch.randn(12, 16)
+    with torch.no_grad():
+        attention.eval()
+        expected = attention(x, inputs.distance_bucket, distance_onehot=inputs.distance_onehot)
+        attention.train()
+        mean = sum(attention(x, inputs.distance_bucket, distance_onehot=inputs.distance_onehot)
+                   for _ in range(3000)) / 3000
+    assert torch.allclose(mean, expected, atol=0.03)
+    assert not torch.allclose(
+        attention(x, inputs.distance_bucket, distance_onehot=inputs.distance_onehot), expected,
+        atol=1e-3)
