@@ -413,11 +413,11 @@ def _drop_attention(alpha: Tensor, p: float) -> tuple[Tensor, float]:
 
 
 class _BucketBias(torch.autograd.Function):
-    """(H, P) bias of P pairs from a (B, H) table and the pairs' (B, P) one-hot buckets: the
-    forward a gather, the backward a matmul with the one-hot. A gather's own backward is a
-    scatter over the P pairs: 14% of an SREL step on Manhattan on the CPU (2 threads), where
-    the matmul takes a third of its time. (The forward as a matmul too, with its inner width
-    of B, is slower than the gather.)"""
+    """(H, N, N) bias of the N x N pairs from a (B, H) table, the pairs' (N * N,) buckets and
+    their (B, N * N) one-hot: the forward a gather, the backward a matmul with the one-hot. A
+    gather's own backward is a scatter over the pairs: 14% of an SREL step on Manhattan on the
+    CPU (2 threads), where the matmul takes a third of its time. (The forward as a matmul too,
+    with its inner width of B, is slower than the gather.)"""
 
     @staticmethod
     def forward(ctx, table: Tensor, bucket: Tensor, onehot: Tensor, n: int) -> Tensor:
