@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.sweep import memory_exponent
+from engine.tasks import BAR, BASELINE_NAMES, METHOD_DEFAULT
 
 INTRO = """\
 # Benchmarks
@@ -61,8 +62,8 @@ GOALS = {
     "e2e_bytes": 8 * 1024**3,
     "demo_seconds": 5 * 60.0,  # make demo after set-up, this 2-core machine
 }
-DEMO_DEFAULT = "ToPT default (SREL + prompt vectors + raw features)"
-DEMO_BAR = "raw features, RidgeCV (tuned in training folds)"
+DEMO_DEFAULT = METHOD_DEFAULT  # the method names of the engine's metrics.json
+DEMO_BAR = BASELINE_NAMES[BAR]
 
 
 def _fmt(value, digits: int = 3) -> str:

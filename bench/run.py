@@ -263,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default=None,
                         help=f"comma-separated parts to run now, of {', '.join(PARTS)} "
                         "(default: all; writeback and demo only with --full; 'none': only "
-                        "render the "
-                        "document from the existing result files)")
+                        "render the document from the existing result files)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seeds", default=None,
                         help="quick mode with these seeds, e.g. 0,1,2 (mean and std over them)")
