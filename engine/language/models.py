@@ -146,6 +146,7 @@ class CausalLanguageModel(LanguageModel):
         super().__init__(*args, **kwargs)
         # The transformer without its LM head: only hidden states are needed.
         self.body = getattr(self.model, "base_model", self.model)
+        _use_grouped_attention(self.model)
 
     def prefix_ids(self, prefix: str) -> list[int]:
         """The prefix's token ids: the chat template's opening + the task prompt."""
@@ -187,9 +188,12 @@ class CausalLanguageModel(LanguageModel):
         # own keys and values, so the prefix tensors are never changed.
         past = DynamicCache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in cache],
                             config=self.body.config)
-        attention_mask = torch.cat(
-            [torch.ones(b, prefix_len, dtype=text_mask.dtype, device=self.device), text_mask], 1
-        )  # (B, P + T)
+        # The rows are right-padded, so a region's tokens see the prefix and their own earlier
+        # tokens and never a padding token (those come after them): one causal mask serves the
+        # whole batch. Given 4-D, transformers passes it to the attention unchanged; built from
+        # the per-row padding masks, it was a (B, 1, T, P + T) boolean that torch's SDPA turned
+        # into floats again in every layer.
+        attention_mask = _prefix_causal_mask(prefix_len, t, _dtype(self.body), self.device)
         positions = torch.arange(prefix_len, prefix_len + t, device=self.device).expand(b, t)
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask,
                            position_ids=positions, past_key_values=past,
@@ -603,6 +607,63 @@ def _image_placeholder(processor) -> str:
     return f"{token}\n"
 
 
+_GROUPED_SDPA = "topt_grouped_sdpa"
+
+
+def _grouped_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                  scaling: float | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention for grouped-query models, without copying the keys and
+    values once per query head: the query heads that share a key/value head are laid end to end
+    along the query length, so one SDPA call per key/value head sees them all, and the
+    (B, 1, T, S) mask is repeated for each (a few MB, against the keys and values of every head
+    over the prefix + text: the largest copies of a batch). Same result as transformers' SDPA
+    (every query row is computed alone either way); the cases it does not cover (no mask, per-
+    head masks, attention weights asked for) go to transformers' own function.
+
+    Shapes: query (B, H, T, D), key/value (B, H_kv, S, D), mask (B or 1, 1, T, S); returns
+    (B, T, H, D) as the transformers interface does."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = int(getattr(module, "num_key_value_groups", 1))
+    b, heads, t, d = query.shape
+    mask = attention_mask
+    if (groups == 1 or mask is None or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[2] != t
+            or kwargs.get("output_attentions") or kwargs.get("head_mask") is not None):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    kv_heads = key.shape[1]
+    folded = query.reshape(b, kv_heads, groups * t, d)  # head h = j * groups + g -> rows g*T..
+    mask = mask[:, :, :, : key.shape[-2]].repeat(1, 1, groups, 1)  # (B|1, 1, groups*T, S)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        folded, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
+    return out.view(b, heads, t, d).transpose(1, 2).contiguous(), None
+
+
+def _use_grouped_attention(model: torch.nn.Module) -> None:
+    """Run a grouped-query causal LM that uses transformers' SDPA through `_grouped_sdpa`.
+
+    SmolLM2-135M has 9 query heads over 3 key/value heads; each batch of region texts attends
+    to the 424-token task prompt + its own tokens, and transformers' SDPA path, given a mask,
+    first copies the keys and values to all 9 heads (with a mask, torch's grouped SDPA is not
+    used there). Registered through transformers' AttentionInterface (the documented way to
+    add an attention function); any other model or setting is left as it is."""
+    config = model.config
+    heads = getattr(config, "num_attention_heads", None)
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not heads or not kv_heads \
+            or kv_heads >= heads or not hasattr(model, "set_attn_implementation"):
+        return
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    except ImportError:
+        return
+    AttentionInterface.register(_GROUPED_SDPA, _grouped_sdpa)
+    AttentionMaskInterface.register(_GROUPED_SDPA, sdpa_mask)
+    model.set_attn_implementation(_GROUPED_SDPA)
+
+
 def _cache_tensors(past) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer (keys, values) of a prefix's cache, whatever cache class the model returned."""
     if hasattr(past, "layers"):
@@ -610,6 +671,13 @@ def _cache_tensors(past) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(past, "to_legacy_cache"):
         return list(past.to_legacy_cache())
     return [(k, v) for k, v in past]
+
+
+def _prefix_causal_mask(prefix_len: int, t: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(1, 1, T, P + T) additive mask: text token i sees the P prefix tokens and text tokens <= i."""
+    allowed = torch.ones(t, prefix_len + t, dtype=torch.bool, device=device).tril(prefix_len)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[None, None]
 
 
 def _pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -143,3 +143,41 @@ def test_is_available(tiny_causal_dir, tmp_path, monkeypatch):
     assert is_available(str(tiny_causal_dir))
     assert not is_available(str(tmp_path))
     assert not is_available("nobody/no-such-model-xyz")
+
+
+def test_grouped_query_attention_gives_transformers_own_vectors(tiny_causal_dir):
+    """The tiny Llama has 4 query heads over 2 key/value heads: the engine runs it through its
+    grouped SDPA (no per-head copies of the keys and values); the vectors, batched and padded,
+    are those of transformers' reference ("eager") attention on the same weights."""
+    lm = load_tiny(tiny_causal_dir)
+    assert lm.model.config._attn_implementation == "topt_grouped_sdpa"
+    prefix = task_template("crime")
+    ours = lm.encode(TEXTS, prefix, batch_size=3)
+    lm.model.set_attn_implementation("eager")
+    reference = lm.encode(TEXTS, prefix, batch_size=3)
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mask_batch", [1, 3])
+def test_grouped_sdpa_equals_repeated_keys(mask_batch):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from engine.language.models import _grouped_sdpa, _prefix_causal_mask
+
+    class Attention:
+        num_key_value_groups = 3
+        is_causal = True
+
+    torch.manual_seed(0)
+    b, t, p = 3, 5, 7
+    query = torch.randn(b, 6, t, 8)
+    key, value = torch.randn(b, 2, p + t, 8), torch.randn(b, 2, p + t, 8)
+    if mask_batch == 1:
+        mask = _prefix_causal_mask(p, t, torch.float32, "cpu")  # (1, 1, T, P + T)
+    else:
+        mask = torch.rand(b, 1, t, p + t) > 0.3  # per-row boolean masks
+        mask[..., 0] = True
+    ours, _ = _grouped_sdpa(Attention, query, key, value, mask, scaling=0.3)
+    expected, _ = sdpa_attention_forward(Attention, query, key, value, mask, scaling=0.3)
+    assert ours.shape == (b, t, 6, 8)
+    torch.testing.assert_close(ours, expected)
