@@ -67,8 +67,47 @@ def _version(package: str) -> str | None:
         return None
 
 
-def environment(device: str = "cpu") -> dict:
-    """A JSON-able description of where and when a result was measured."""
+def calibration(seconds: float = 0.5) -> dict | None:
+    """How fast this CPU is right now, on three fixed workloads of about `seconds` each.
+
+    The reference machine is a shared VM whose speed moves by 20-25% from one hour to the next
+    with the same code; these figures, taken beside each result, say which hour a timing is
+    from. `matmul_gflops`: float32 (2048 x 576) @ (576 x 1536), the language model's largest
+    product; `small_ops_per_ms`: (180 x 64) @ (64 x 64) + GELU pairs, the size of SREL's steps
+    on Manhattan; `copy_gb_per_s`: a 64 MB tensor copied. At the current torch thread count;
+    None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import time
+
+    def rate(work, per_call: float) -> float:
+        work()  # warm-up
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            work()
+            calls += 1
+        return calls * per_call / elapsed
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(2048, 576, generator=generator), torch.rand(576, 1536, generator=generator))
+    x, w = torch.rand(180, 64, generator=generator), torch.rand(64, 64, generator=generator)
+    big = torch.rand(16 * 1024**2, generator=generator)
+    out = torch.empty_like(big)
+    return {
+        "matmul_gflops": round(rate(lambda: a @ b, 2 * 2048 * 576 * 1536 / 1e9), 1),
+        "small_ops_per_ms": round(rate(lambda: torch.nn.functional.gelu(x @ w), 1e-3), 2),
+        "copy_gb_per_s": round(rate(lambda: out.copy_(big), 2 * big.numel() * 4 / 1e9), 1),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def environment(device: str = "cpu", calibrate: bool = True, before: dict | None = None) -> dict:
+    """A JSON-able description of where and when a result was measured.
+
+    `calibrate` adds this moment's `calibration()`; `before`, one taken when the measurement
+    started (kept as "calibration_before")."""
     gpu = None
     torch_threads = None
     try:
@@ -102,6 +141,8 @@ def environment(device: str = "cpu") -> dict:
         "platform": platform.platform(),
         "versions": {p: _version(p) for p in ("torch", "transformers", "torch-geometric",
                                                "numpy", "scipy", "scikit-learn")},
+        "calibration": calibration() if calibrate else None,
+        "calibration_before": before,
     }
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.env import REPO, environment
+from bench.env import REPO, calibration, environment
 from bench.quality import MANHATTAN, QualitySettings, run_quality
 from bench.report import cpu_features_text, prompt_summary
 
@@ -304,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"quality on {data} ...")
         seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
         settings = quality_settings(full, tasks, args.device, seeds, args.srel_ablations)
+        before = calibration()
         quality = run_quality(data, settings, log=log)
-        quality["environment"] = environment(args.device)
+        quality["environment"] = environment(args.device, before=before)
         quality["mode"] = "full" if full else "quick"
         if not full:
             quality["quick_note"] = QUICK_NOTE
@@ -318,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         _write(bench_dir / "quality.json", quality)
         quality_csv(quality, bench_dir / "quality.csv")
     if "prompts" in parts:
+        before = calibration()
         prompts = run_prompts(full, data, args.device, log)
         prompts["mode"] = "full" if full else "quick"
-        prompts["environment"] = environment(args.device)
+        prompts["environment"] = environment(args.device, before=before)
         prompts["other_cpus"] = other_cpu_runs(_read(bench_dir / "prompts.json"), prompts)
         _write(bench_dir / "prompts.json", prompts)
     if "sweep" in parts:
@@ -333,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         if writeback and "skipped" in writeback:
             _write(bench_dir / "writeback-qgis.json", writeback)
     if "demo" in parts:
+        before = calibration()
         demo = run_demo(log)
-        demo["environment"] = environment(args.device)
+        demo["environment"] = environment(args.device, before=before)
         _write(bench_dir / "demo.json", demo)
     results["quality"] = _read(bench_dir / "quality.json")
     results["prompts"] = _read(bench_dir / "prompts.json")
