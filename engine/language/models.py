@@ -265,6 +265,7 @@ class MultimodalLanguageModel(LanguageModel):
     def __init__(self, name, fingerprint, model, processor, device="cpu") -> None:
         super().__init__(name, fingerprint, model, processor.tokenizer, device=device)
         self.processor = processor
+        _use_grouped_attention(self.model)
         config = model.config
         self.image_token_id = getattr(config, "image_token_id", None)
         if self.image_token_id is None:
@@ -646,11 +647,14 @@ def _use_grouped_attention(model: torch.nn.Module) -> None:
     SmolLM2-135M has 9 query heads over 3 key/value heads; each batch of region texts attends
     to the 424-token task prompt + its own tokens, and transformers' SDPA path, given a mask,
     first copies the keys and values to all 9 heads (with a mask, torch's grouped SDPA is not
-    used there). Registered through transformers' AttentionInterface (the documented way to
-    add an attention function); any other model or setting is left as it is."""
+    used there). Multimodal models (Qwen2-VL, LLaVA) get it for their language model; their
+    vision towers have no key/value groups and go on through transformers' own SDPA.
+    Registered through transformers' AttentionInterface (the documented way to add an
+    attention function); any other model or setting is left as it is."""
     config = model.config
-    heads = getattr(config, "num_attention_heads", None)
-    kv_heads = getattr(config, "num_key_value_heads", None)
+    text = getattr(config, "text_config", None) or config  # multimodal: the language model's
+    heads = getattr(text, "num_attention_heads", None)
+    kv_heads = getattr(text, "num_key_value_heads", None)
     if getattr(config, "_attn_implementation", None) != "sdpa" or not heads or not kv_heads \
             or kv_heads >= heads or not hasattr(model, "set_attn_implementation"):
         return

@@ -158,6 +158,21 @@ def test_grouped_query_attention_gives_transformers_own_vectors(tiny_causal_dir)
     np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("fixture", ["tiny_qwen2_vl_dir", "tiny_llava_dir"])
+def test_multimodal_grouped_attention_gives_transformers_own_vectors(fixture, request):
+    """The language model of Qwen2-VL / LLaVA (grouped-query) goes through the grouped SDPA and
+    the vision tower through transformers' own; with images and padding the vectors are those of
+    transformers' eager attention."""
+    lm = load_tiny(request.getfixturevalue(fixture))
+    assert lm.model.config._attn_implementation == "topt_grouped_sdpa"
+    prefix = task_template("crime", has_image=True)
+    texts, images = [TEXTS[0], TEXTS[1], TEXTS[2]], [_image(0), _image(1), _image(2)]
+    ours = lm.encode(texts, prefix, images=images, batch_size=3)
+    lm.model.set_attn_implementation("eager")
+    reference = lm.encode(texts, prefix, images=images, batch_size=3)
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("mask_batch", [1, 3])
 def test_grouped_sdpa_equals_repeated_keys(mask_batch):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
