@@ -196,3 +196,49 @@ def test_grouped_sdpa_equals_repeated_keys(mask_batch):
     expected, _ = sdpa_attention_forward(Attention, query, key, value, mask, scaling=0.3)
     assert ours.shape == (b, t, 6, 8)
     torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("batch_size", [2, 5])
+def test_prefix_buffers_give_the_cache_path_vectors(tiny_causal_dir, batch_size, monkeypatch):
+    """The task prompt laid once into per-layer buffers (each batch writes its own keys and
+    values after it) gives the vectors of the per-batch DynamicCache path, with texts of
+    different lengths and a last batch smaller than the others; every layer reads the buffers."""
+    from engine.language import models
+
+    lm = load_tiny(tiny_causal_dir)
+    prefix = task_template("crime")
+    reads = []
+    extend = models._PrefixBuffers.extend
+
+    def counting(self, module, key, value):
+        reads.append(module.layer_idx)
+        return extend(self, module, key, value)
+
+    monkeypatch.setattr(models._PrefixBuffers, "extend", counting)
+    ours = lm.encode(TEXTS, prefix, batch_size=batch_size)
+    batches = -(-len(TEXTS) // batch_size)
+    assert sorted(reads) == sorted(list(range(lm.model.config.num_hidden_layers)) * batches)
+    monkeypatch.setattr(CausalLanguageModel, "_forward_with_buffers", lambda self, b, ids: None)
+    cached = lm.encode(TEXTS, prefix, batch_size=batch_size)
+    np.testing.assert_allclose(ours, cached, atol=1e-6, rtol=1e-5)
+
+
+def test_prefix_buffers_not_read_by_every_layer_fall_back_to_the_cache(tiny_causal_dir,
+                                                                      monkeypatch):
+    """A model whose attention does not pass the buffers on (here: layer 1 never extends them)
+    must not get vectors without the prompt: the batch is run again through the cache."""
+    from engine.language import models
+
+    lm = load_tiny(tiny_causal_dir)
+    prefix = task_template("crime")
+    expected = lm.encode(TEXTS, prefix, batch_size=2)
+    extend = models._PrefixBuffers.extend
+
+    def skipping(self, module, key, value):
+        if module.layer_idx == 1:
+            return key, value  # attends to its own tokens only, and is not counted
+        return extend(self, module, key, value)
+
+    monkeypatch.setattr(models._PrefixBuffers, "extend", skipping)
+    np.testing.assert_allclose(lm.encode(TEXTS, prefix, batch_size=2), expected,
+                               atol=1e-6, rtol=1e-5)
