@@ -109,3 +109,26 @@ def describe_error(event: Event) -> str:
     if hint and str(hint) not in text:
         text += f" {hint}"
     return text
+
+
+def describe_progress(event: Event) -> str:
+    """A progress event as one line: its stage, its message, and the stage's remaining time
+    when the engine could estimate it ('prompts: crime: encoded 320 of 10000 regions (about
+    48 min left)')."""
+    text = str(event.get("message") or "")
+    left = event.get("seconds_left")
+    if isinstance(left, (int, float)) and not isinstance(left, bool) and left >= 0:
+        about = f"about {duration(left)} left"
+        text = f"{text} ({about})" if text else about
+    return f"{event.get('stage')}: {text}" if text else ""
+
+
+def duration(seconds: float) -> str:
+    """A rounded duration: '40 s', '12 min', '1 h 20 min' (as the engine's text mode shows)."""
+    seconds = max(float(seconds), 0.0)
+    if seconds < 59.5:
+        return f"{max(int(round(seconds / 10.0)) * 10, 10)} s"
+    minutes = int(round(seconds / 60.0))
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"

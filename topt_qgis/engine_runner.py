@@ -29,7 +29,13 @@ from qgis.core import (
 )
 
 from .engine_installer import signal_process_group
-from .engine_protocol import PROTOCOL_VERSION, Event, describe_error, parse_line
+from .engine_protocol import (
+    PROTOCOL_VERSION,
+    Event,
+    describe_error,
+    describe_progress,
+    parse_line,
+)
 
 LOG_TAG = "ToPT"  # the message log tab
 SETTING_PYTHON = "topt/engine_python"  # QgsSettings key: the engine's Python executable
@@ -316,9 +322,9 @@ class _EventFollower:
             self.feedback.setProgress(self.overall_percent())
         else:
             self.feedback.setProgress(100.0 * fraction)
-        message = event.get("message")
-        if message:
-            self.feedback.setProgressText(f"{stage}: {message}")
+        text = describe_progress(event)
+        if text:
+            self.feedback.setProgressText(text)
 
     def _on_log(self, event: Event) -> None:
         message, level = str(event.get("message")), event.get("level")

@@ -176,3 +176,27 @@ def test_a_real_engine_run_speaks_only_events_on_stdout(protocol):
     if done.returncode == 0:
         assert parsed[-1].kind == "result"
         assert parsed[-1].get("metrics")["engine_version"]
+
+
+def test_the_plugin_shows_the_stage_time_the_engine_estimates(protocol):
+    """A progress event with the engine's estimate of the stage's remaining time is valid and
+    the plugin's progress text says it in the words the engine's own text mode uses."""
+    ticks = iter([0.0, 120.0, 120.0, 140.0])  # the clock read by each progress call below
+    stream = io.StringIO()
+    sink = EventSink("jsonl", stream, clock=engine_events.StageClock(clock=lambda: next(ticks)))
+    sink.progress("prompts", 0.0, "loading smollm2")
+    sink.progress("prompts", 0.04, "crime: encoded 400 of 10000 regions")
+    sink.progress("srel", 0.0, "")
+    sink.progress("srel", 0.5, "")
+    events = [protocol.parse_line(line) for line in stream.getvalue().splitlines()]
+    assert len(events) == 4 and None not in events
+    assert protocol.describe_progress(events[0]) == "prompts: loading smollm2"
+    assert protocol.describe_progress(events[1]) == (
+        "prompts: crime: encoded 400 of 10000 regions (about 48 min left)")
+    assert protocol.describe_progress(events[3]) == "srel: about 20 s left"
+    assert protocol.describe_progress(events[2]) == ""
+
+
+@pytest.mark.parametrize("seconds", [0, 9, 44.9, 59.4, 59.6, 61, 3599, 3600, 4799, 86400])
+def test_both_sides_round_durations_alike(protocol, seconds):
+    assert protocol.duration(seconds) == engine_events.duration(seconds)

@@ -155,3 +155,28 @@ def test_progress_bar_sums_stages_that_report_side_by_side_and_never_moves_back(
     progress("srel", 1.0)
     progress("fit", 0.0)
     assert shown[-1] == pytest.approx(80.0)
+
+
+def test_progress_text_says_how_long_the_stage_has_left():
+    """A 10,000-region city spends most of an hour on the prompt vectors: the toolbox's
+    progress text carries the engine's estimate of the stage's remaining time."""
+    import json
+
+    from qgis.core import QgsProcessingFeedback
+
+    from topt_qgis.engine_runner import _EventFollower
+
+    texts = []
+
+    class Feedback(QgsProcessingFeedback):
+        def setProgressText(self, text):  # noqa: N802 (QGIS API)
+            texts.append(text)
+            super().setProgressText(text)
+
+    follower = _EventFollower(Feedback())
+    for extra in ({}, {"seconds_left": 2880.0}):
+        follower.take(json.dumps({"event": "progress", "v": 1, "time": 0.0, "stage": "prompts",
+                                  "fraction": 0.04, "message": "crime: encoded 400 of 10000",
+                                  **extra}).encode() + b"\n")
+    assert texts == ["prompts: crime: encoded 400 of 10000",
+                     "prompts: crime: encoded 400 of 10000 (about 48 min left)"]
