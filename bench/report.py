@@ -546,15 +546,39 @@ QT_QPA_PLATFORM=offscreen .venv-qgis/bin/python bench/writeback_qgis.py --out do
 OMP_NUM_THREADS=2 .venv/bin/python -m bench.run --full --parts quality --tasks crime --keep-other-tasks
 ```
 
-On the 2-core reference CPU the full quality benchmark takes about 15 minutes per task (11 of
-them for the Prompt4RE rows: the head is trained per outer fold, and in the paper protocol for
-its full 3,000 epochs) plus 6 minutes to train SREL 9 times (3 seeds x 3 variants), so `make
-bench-full` is a matter of hours there; the sweep with the prompt vectors encoded up to
-N = 10,000 takes about 30 minutes more.
+{durations}
 
 Raw results: `docs/bench/quality.json`, `sweep-cpu.json` (`sweep-cuda.json`), `prompts.json`,
 `writeback-qgis.json`, `demo.json`, `quality.csv`; the plot `docs/bench/scaling.png`.
 """
+
+
+def _durations(results: dict) -> str:
+    """How long the full benchmark's parts took in the runs shown, from their own timings."""
+    quality = results.get("quality") or {}
+    per_task: dict[str, float] = {}
+    for row in quality.get("rows", []):
+        per_task[row["task"]] = per_task.get(row["task"], 0.0) + float(row.get("seconds") or 0.0)
+    srel = [float(t) for variant in (quality.get("srel") or {}).values()
+            for t in (variant.get("seconds") or []) if t]  # {variant: {"seconds": [per seed]}}
+    parts = []
+    if per_task:
+        low, high = min(per_task.values()) / 60, max(per_task.values()) / 60
+        parts.append(f"the full quality benchmark's rows took {low:.0f}-{high:.0f} minutes per "
+                     "task in the runs shown (most of it the Prompt4RE rows: the head is trained "
+                     "per outer fold, and in the paper protocol for its full 3,000 epochs)")
+    if srel:
+        parts.append(f"training SREL {len(srel)} times (seeds x variants) {sum(srel) / 60:.0f} "
+                     "minutes more per run")
+    big = next((r for r in (results.get("sweep_cpu") or {}).get("rows", [])
+                if r.get("n_regions") == 10000 and r.get("process_seconds")), None)
+    if big:
+        parts.append(f"the sweep's N = 10,000 with its prompt vectors "
+                     f"{big['process_seconds'] / 60:.0f} minutes")
+    if not parts:
+        return "Durations: see each section's timings."
+    return ("On the 2-core reference CPU " + "; ".join(parts)
+            + ": `make bench-full` is a matter of hours there.")
 
 
 def render(results: dict, out_dir: Path, plot: str | None) -> str:
@@ -582,5 +606,5 @@ def render(results: dict, out_dir: Path, plot: str | None) -> str:
     lines += prompts_section(results.get("prompts"))
     lines += writeback_section(results.get("writeback"))
     lines += demo_section(results.get("demo"))
-    lines.append(REPRODUCE)
+    lines.append(REPRODUCE.format(durations=_durations(results)))
     return "\n".join(lines)

@@ -210,7 +210,8 @@ def run_demo(log) -> dict:
 def _merged_sweeps(bench_dir: Path, device: str) -> dict | None:
     """sweep-<device>.json, with the rows of later runs (sweep-<device>?*.json, e.g. one size
     re-run after a fix or with the prompts encoded) merged in: a successful row replaces the
-    row of the same N when that row failed or was measured before it; it names its file."""
+    row of the same N when that row failed or was measured before it; it names its file, and
+    the file's "note" (what else ran on the machine, say) when it has one."""
     base = _read(bench_dir / f"sweep-{device}.json")
     if base is None:
         return None
@@ -226,7 +227,8 @@ def _merged_sweeps(bench_dir: Path, device: str) -> dict | None:
             if row.get("failed"):
                 continue
             if old is None or old.get("failed") or date > (old.get("date") or base_date):
-                row["source"] = f"{path.name} ({date}; {machine})"
+                note = f"; {extra['note']}" if extra.get("note") else ""
+                row["source"] = f"{path.name} ({date}; {machine}{note})"
                 row["date"] = date
                 rows[row["n_regions"]] = row
     base["rows"] = [rows[n] for n in sorted(rows)]
