@@ -62,8 +62,13 @@ class StageClock:
         return elapsed * (1.0 - fraction) / done
 
 
+def time_left(seconds: float) -> str:
+    """'a few seconds left', 'about 40 s left', 'about 12 min left', 'about 1 h 20 min left'."""
+    return "a few seconds left" if seconds < 9.5 else f"about {duration(seconds)} left"
+
+
 def duration(seconds: float) -> str:
-    """A rounded duration: '40 s', '12 min', '1 h 20 min'."""
+    """A rounded duration: '10 s' (at least), '40 s', '12 min', '1 h 20 min'."""
     seconds = max(float(seconds), 0.0)
     if seconds < 59.5:
         return f"{max(int(round(seconds / 10.0)) * 10, 10)} s"
@@ -135,9 +140,9 @@ class EventSink:
             done = int(round(fields["fraction"] * width))
             bar = "#" * done + "-" * (width - done)
             left = fields.get("seconds_left")
-            left = f"~{duration(left)} left" if left is not None else ""
+            left = time_left(left) if left is not None else ""
             line = (f"\r{fields['stage']:<8} [{bar}] {fields['fraction'] * 100:5.1f}% "
-                    f"{left:<17} {fields['message'][:40]:<40}")
+                    f"{left:<21} {fields['message'][:40]:<40}")
             out.write(line)
             if fields["fraction"] >= 1.0:
                 out.write("\n")

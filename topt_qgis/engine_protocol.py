@@ -118,13 +118,18 @@ def describe_progress(event: Event) -> str:
     text = str(event.get("message") or "")
     left = event.get("seconds_left")
     if isinstance(left, (int, float)) and not isinstance(left, bool) and left >= 0:
-        about = f"about {duration(left)} left"
-        text = f"{text} ({about})" if text else about
+        text = f"{text} ({time_left(left)})" if text else time_left(left)
     return f"{event.get('stage')}: {text}" if text else ""
 
 
+def time_left(seconds: float) -> str:
+    """'a few seconds left', 'about 40 s left', 'about 12 min left', 'about 1 h 20 min left'
+    (the words of the engine's own text mode)."""
+    return "a few seconds left" if seconds < 9.5 else f"about {duration(seconds)} left"
+
+
 def duration(seconds: float) -> str:
-    """A rounded duration: '40 s', '12 min', '1 h 20 min' (as the engine's text mode shows)."""
+    """A rounded duration: '10 s' (at least), '40 s', '12 min', '1 h 20 min'."""
     seconds = max(float(seconds), 0.0)
     if seconds < 59.5:
         return f"{max(int(round(seconds / 10.0)) * 10, 10)} s"

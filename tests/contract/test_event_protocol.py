@@ -200,3 +200,4 @@ def test_the_plugin_shows_the_stage_time_the_engine_estimates(protocol):
 @pytest.mark.parametrize("seconds", [0, 9, 44.9, 59.4, 59.6, 61, 3599, 3600, 4799, 86400])
 def test_both_sides_round_durations_alike(protocol, seconds):
     assert protocol.duration(seconds) == engine_events.duration(seconds)
+    assert protocol.time_left(seconds) == engine_events.time_left(seconds)

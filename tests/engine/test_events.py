@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.events import EventSink, StageClock, duration
+from engine.events import EventSink, StageClock, duration, time_left
 
 
 class FakeTime:
@@ -73,7 +73,7 @@ def test_the_text_progress_bar_shows_the_estimate():
     time.now = 120.0
     sink.progress("prompts", 0.04, "crime: encoded 400 of 10000 regions")
     last = stream.getvalue().split("\r")[-1]
-    assert "~48 min left" in last and "encoded 400 of 10000" in last
+    assert "about 48 min left" in last and "encoded 400 of 10000" in last
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "10 s"), (4, "10 s"), (44, "40 s"),
@@ -82,3 +82,10 @@ def test_the_text_progress_bar_shows_the_estimate():
                                            (3599, "1 h 0 min"), (4800, "1 h 20 min")])
 def test_durations_are_rounded_for_people(seconds, text):
     assert duration(seconds) == text
+
+
+def test_the_last_seconds_are_not_given_a_false_precision():
+    assert time_left(0.2) == "a few seconds left"
+    assert time_left(9.4) == "a few seconds left"
+    assert time_left(12) == "about 10 s left"
+    assert time_left(2880) == "about 48 min left"
