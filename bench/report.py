@@ -98,7 +98,10 @@ def _env_line(env: dict | None) -> str:
         return "(no environment recorded)"
     versions = env.get("versions", {})
     load = env.get("load_average")
-    return (f"{env.get('date')}, commit `{env.get('git_commit')}`, device {env.get('device')}"
+    commit = f"`{env.get('git_commit')}`"
+    if env.get("git_commit_at_start"):
+        commit = f"`{env['git_commit_at_start']}` at its start, {commit} at its end"
+    return (f"{env.get('date')}, commit {commit}, device {env.get('device')}"
             + (f" ({env['gpu']})" if env.get("gpu") else "")
             + f", CPU {env.get('cpu')} x {env.get('cpu_count')}, torch {versions.get('torch')}, "
             f"transformers {versions.get('transformers')}, torch threads "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.env import environment, peak_rss_bytes
+from bench.env import calibration, environment, peak_rss_bytes
 
 QUICK_SIZES = (180, 1000, 2000, 5000)
 FULL_SIZES = (180, 1000, 2000, 5000, 10000)
@@ -247,7 +247,12 @@ def _time_prediction(dataset, embeddings, semantic, device: str, seed: int) -> d
 def run_sweep(sizes: list[int], *, device: str, srel_epochs: str, encode_model: str,
               encode_max: int, predict: bool, out: Path, predict_max: int = 10**9,
               timeout: float = 3600, log=print) -> dict:
-    """Measure every size in a fresh subprocess; write and return out/sweep-<device>.json."""
+    """Measure every size in a fresh subprocess; write and return out/sweep-<device>.json.
+
+    The machine check is taken before the first size and after the last, and the commit both
+    when the sweep starts and when it ends (an hour-long size may outlive a commit)."""
+    started = environment(device, calibrate=False)
+    before = calibration()
     rows = []
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -275,7 +280,10 @@ def run_sweep(sizes: list[int], *, device: str, srel_epochs: str, encode_model: 
             row["process_seconds"] = wall
             rows.append(row)
             log(f"sweep: N={n} done in {wall:.1f} s" + (" (FAILED)" if failed else ""))
-    result = {"environment": environment(device),
+    env = environment(device, before=before)
+    if started.get("git_commit") != env.get("git_commit"):
+        env["git_commit_at_start"] = started.get("git_commit")
+    result = {"environment": env,
               "settings": {"sizes": sizes, "srel_epochs": srel_epochs, "encode": encode_model,
                            "encode_max": encode_max, "predict": predict,
                            "predict_max": predict_max},

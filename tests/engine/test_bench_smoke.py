@@ -104,8 +104,9 @@ def test_a_later_sweep_of_one_size_replaces_the_older_row_and_says_where_it_came
     old = {"n_regions": 10000, "process_seconds": 270.0, "encode": {"skipped": "not asked"}}
     (tmp_path / "sweep-cpu.json").write_text(json.dumps(sweep("2026-11-24T09:00:00", [
         {"n_regions": 180, "process_seconds": 5.0}, old])))
-    (tmp_path / "sweep-cpu-10k.json").write_text(json.dumps(sweep("2026-11-24T15:00:00", [
-        {"n_regions": 10000, "process_seconds": 1000.0, "encode": {"seconds": 700.0}}])))
+    (tmp_path / "sweep-cpu-10k.json").write_text(json.dumps({**sweep("2026-11-24T15:00:00", [
+        {"n_regions": 10000, "process_seconds": 1000.0, "encode": {"seconds": 700.0}}]),
+        "note": "a test ran beside it"}))
     (tmp_path / "sweep-cpu-older.json").write_text(json.dumps(sweep("2026-11-23T10:00:00", [
         {"n_regions": 180, "process_seconds": 99.0}])))
     (tmp_path / "sweep-cpu-failed.json").write_text(json.dumps(sweep("2026-11-25T10:00:00", [
@@ -117,8 +118,17 @@ def test_a_later_sweep_of_one_size_replaces_the_older_row_and_says_where_it_came
     assert [r["n_regions"] for r in merged["rows"]] == [180, 10000]
     assert by_n[10000]["process_seconds"] == 1000.0
     assert by_n[10000]["source"].startswith("sweep-cpu-10k.json")
+    assert "a test ran beside it" in by_n[10000]["source"]  # what the file says of its run
     assert by_n[180]["process_seconds"] == 5.0 and "source" not in by_n[180]
     assert _merged_sweeps(tmp_path, "cuda") is None
+
+
+def test_a_result_that_outlived_a_commit_names_both():
+    from bench.report import _env_line
+
+    assert "commit `abc`," in _env_line({"git_commit": "abc"})
+    line = _env_line({"git_commit": "def", "git_commit_at_start": "abc"})
+    assert "commit `abc` at its start, `def` at its end" in line
 
 
 def test_a_full_run_of_some_tasks_replaces_only_their_rows_and_the_document_says_which_run():
