@@ -412,6 +412,95 @@ def _drop_attention(alpha: Tensor, p: float) -> tuple[Tensor, float]:
     return alpha * (lanes >= -32768 + round(p * 65536)), 1.0 / (1.0 - p)
 
 
+EDGE_CHUNK_VALUES = 1 << 18  # values per (chunk, heads, width) temporary on the CPU (1 MB)
+
+
+def _edge_chunks(edges: int, width: int) -> list[slice]:
+    """Slices of the edges for one ~1 MB temporary each (reused from the heap, kept in cache)."""
+    step = max(1, EDGE_CHUNK_VALUES // max(width, 1))
+    return [slice(s, min(s + step, edges)) for s in range(0, edges, step)]
+
+
+def edge_dot(x: Tensor, y: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    r"""Per-edge, per-head dot products :math:`o_{eh} = x_{r_e h} \cdot y_{c_e h}`.
+
+    On the CPU the gathered (E, H, D) operands are never kept: the products are taken in
+    chunks, and the backward recomputes the chunks it needs. Keeping them (q[target] * k[source]
+    through autograd) made each sparse attention call allocate and fault in several fresh
+    E x H x D tensors, over half of a sparse SREL epoch at N = 5,000. On a GPU the products are
+    taken whole, through autograd, as they were measured there.
+
+    Shapes: x (N, H, D), y (M, H, D), rows and cols (E,) -> (E, H).
+    """
+    if x.device.type != "cpu":
+        # index_select, not x[rows]: its backward is one index_add_, where advanced indexing's
+        # backward is an accumulating index_put_.
+        return (x.index_select(0, rows) * y.index_select(0, cols)).sum(-1)
+    return _EdgeDot.apply(x, y, rows, cols)
+
+
+def edge_sum(weight: Tensor, y: Tensor, rows: Tensor, cols: Tensor, n: int) -> Tensor:
+    r"""Weighted sums over edges into their rows: :math:`o_{ih} = \sum_{e: r_e = i} w_{eh} y_{c_e h}`.
+
+    Chunked on the CPU as :func:`edge_dot`; the backward is an `edge_dot` (for the weights)
+    and an `edge_sum` the other way (for y). Whole, through autograd, on a GPU.
+
+    Shapes: weight (E, H), y (M, H, D), rows and cols (E,) -> (n, H, D).
+    """
+    if y.device.type != "cpu":
+        return scatter(weight.unsqueeze(-1) * y.index_select(0, cols), rows, dim=0, dim_size=n,
+                       reduce="sum")
+    return _EdgeSum.apply(weight, y, rows, cols, n)
+
+
+def _dot_chunks(x: Tensor, y: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    out = x.new_empty(rows.shape[0], x.shape[1])  # (E, H)
+    for part in _edge_chunks(rows.shape[0], x.shape[1] * x.shape[2]):
+        torch.sum(x.index_select(0, rows[part]) * y.index_select(0, cols[part]), dim=-1,
+                  out=out[part])
+    return out
+
+
+def _sum_chunks(weight: Tensor, y: Tensor, rows: Tensor, cols: Tensor, n: int) -> Tensor:
+    out = y.new_zeros(n, y.shape[1], y.shape[2])  # (n, H, D)
+    for part in _edge_chunks(rows.shape[0], y.shape[1] * y.shape[2]):
+        out.index_add_(0, rows[part], weight[part].unsqueeze(-1) * y.index_select(0, cols[part]))
+    return out
+
+
+class _EdgeDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        x, y = x.contiguous(), y.contiguous()
+        ctx.save_for_backward(x, y, rows, cols)
+        return _dot_chunks(x, y, rows, cols)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, y, rows, cols = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = _sum_chunks(grad, y, rows, cols, x.shape[0]) if ctx.needs_input_grad[0] else None
+        grad_y = _sum_chunks(grad, x, cols, rows, y.shape[0]) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_y, None, None
+
+
+class _EdgeSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight: Tensor, y: Tensor, rows: Tensor, cols: Tensor, n: int) -> Tensor:
+        weight, y = weight.contiguous(), y.contiguous()
+        ctx.save_for_backward(weight, y, rows, cols)
+        return _sum_chunks(weight, y, rows, cols, n)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weight, y, rows, cols = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_w = _dot_chunks(grad, y, rows, cols) if ctx.needs_input_grad[0] else None
+        grad_y = (_sum_chunks(weight, grad, cols, rows, y.shape[0])
+                  if ctx.needs_input_grad[1] else None)
+        return grad_w, grad_y, None, None, None
+
+
 class _BucketBias(torch.autograd.Function):
     """(H, N, N) bias of the N x N pairs from a (B, H) table, the pairs' (N * N,) buckets and
     their (B, N * N) one-hot: the forward a gather, the backward a matmul with the one-hot. A
@@ -511,17 +600,12 @@ class RegionAttention(nn.Module):
             out = out.transpose(0, 1).reshape(n, -1)  # (N, hidden)
         else:  # sparse: attention over each region's neighbours
             source, target = edge_index  # i = target attends to j = source
-            # index_select, not q[target]: its backward is one index_add_, where advanced
-            # indexing's backward is an accumulating index_put_ (several times slower on CPU).
-            logits = (q.index_select(0, target) * k.index_select(0, source)).sum(-1)
-            logits = logits / math.sqrt(self.head_dim)  # (E, H)
+            logits = edge_dot(q, k, target, source) / math.sqrt(self.head_dim)  # (E, H)
             if self.use_distance_bias:
                 logits = logits + self._bias(edge_bucket)  # (E, H)
             alpha = segment_softmax(logits, target, num_nodes=n)  # (E, H)
             alpha = F.dropout(alpha, p=p, training=self.training)
-            out = scatter(alpha.unsqueeze(-1) * v.index_select(0, source), target, dim=0, dim_size=n,
-                          reduce="sum")  # (N, H, hd)
-            out = out.reshape(n, -1)  # (N, hidden)
+            out = edge_sum(alpha, v, target, source, n).reshape(n, -1)  # (N, hidden)
         return self.out(out)
 
 
@@ -803,8 +887,9 @@ class SREL(nn.Module):
             else:
                 i = torch.randint(n, (c.similarity_pairs,), generator=generator).to(device)
                 j = torch.randint(n, (c.similarity_pairs,), generator=generator).to(device)
-                target = (unit[i] * unit[j]).sum(-1)  # (P,)
-                parts[f"{name}_similarity"] = F.mse_loss((z[i] * z[j]).sum(-1), target)
+                target = edge_dot(unit.unsqueeze(1), unit.unsqueeze(1), i, j).squeeze(1)  # (P,)
+                predicted = edge_dot(z.unsqueeze(1), z.unsqueeze(1), i, j).squeeze(1)  # (P,)
+                parts[f"{name}_similarity"] = F.mse_loss(predicted, target)
         for name, decoder in self.reconstruct.items():
             target = inputs.features[name]  # (N, width), standardised
             parts[f"{name}_reconstruction"] = c.reconstruction_weight * F.mse_loss(

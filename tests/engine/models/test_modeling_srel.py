@@ -256,3 +256,33 @@ def test_attention_with_dropout_is_unbiased():
     assert not torch.allclose(
         attention(x, inputs.distance_bucket, distance_onehot=inputs.distance_onehot), expected,
         atol=1e-3)
+
+
+@pytest.mark.parametrize("chunk_values", [6, 64, 1 << 18])  # many chunks, a few, one
+def test_the_sparse_paths_edge_products_are_the_plain_formula_and_its_gradient(monkeypatch,
+                                                                                chunk_values):
+    """edge_dot / edge_sum (chunked on the CPU, their backward written out) give what
+    q[target] * k[source] summed, and the weighted scatter, give through autograd."""
+    from torch_geometric.utils import scatter
+
+    from engine.models import modeling_srel
+
+    monkeypatch.setattr(modeling_srel, "EDGE_CHUNK_VALUES", chunk_values)
+    generator = torch.Generator().manual_seed(3)
+    n, m, heads, width, edges = 9, 6, 2, 3, 50
+    x = torch.randn(n, heads, width, dtype=torch.double, generator=generator, requires_grad=True)
+    y = torch.randn(m, heads, width, dtype=torch.double, generator=generator, requires_grad=True)
+    w = torch.randn(edges, heads, dtype=torch.double, generator=generator, requires_grad=True)
+    rows = torch.randint(n, (edges,), generator=generator)
+    cols = torch.randint(m, (edges,), generator=generator)
+
+    assert torch.autograd.gradcheck(lambda a, b: modeling_srel.edge_dot(a, b, rows, cols), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: modeling_srel.edge_sum(a, b, rows, cols, n), (w, y))
+    torch.testing.assert_close(modeling_srel.edge_dot(x, y, rows, cols),
+                               (x[rows] * y[cols]).sum(-1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(modeling_srel.edge_sum(w, y, rows, cols, n),
+                               scatter(w.unsqueeze(-1) * y[cols], rows, dim=0, dim_size=n,
+                                       reduce="sum"), rtol=0, atol=1e-12)
+    # the gradients only where they are asked for
+    x_only = modeling_srel.edge_dot(x, y.detach(), rows, cols).sum()
+    assert torch.autograd.grad(x_only, x)[0].shape == x.shape
