@@ -240,8 +240,8 @@ def goals_section(results: dict) -> list[str]:
             lines.append(f"| GPU memory ~ N^e past the dense threshold, e <= 1.2 (peak allocated) |"
                          f" e = {fit['exponent']:.2f} over N = {sizes} | {_verdict(met, by)} |")
     if sweep:
-        e2e = next((r for r in sweep["rows"] if r["n_regions"] == 10000 and not r.get("failed")),
-                   None)
+        e2e = (sweep.get("end_to_end") or {}).get(10000) or next(
+            (r for r in sweep["rows"] if r["n_regions"] == 10000 and not r.get("failed")), None)
         if e2e and e2e.get("srel", {}).get("epochs") == e2e.get("srel", {}).get("schedule_epochs"):
             seconds, peak = e2e["process_seconds"], e2e["peak_rss_bytes"]
             encoded = "skipped" not in e2e.get("encode", {})
@@ -573,8 +573,8 @@ def _durations(results: dict) -> str:
     if srel:
         parts.append(f"training SREL {len(srel)} times (seeds x variants) {sum(srel) / 60:.0f} "
                      "minutes more per run")
-    big = next((r for r in (results.get("sweep_cpu") or {}).get("rows", [])
-                if r.get("n_regions") == 10000 and r.get("process_seconds")), None)
+    sweep = results.get("sweep_cpu") or {}
+    big = (sweep.get("end_to_end") or {}).get(10000)  # the latest run with its prompt vectors
     if big:
         parts.append(f"the sweep's N = 10,000 with its prompt vectors "
                      f"{big['process_seconds'] / 60:.0f} minutes")

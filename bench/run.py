@@ -211,12 +211,15 @@ def _merged_sweeps(bench_dir: Path, device: str) -> dict | None:
     """sweep-<device>.json, with the rows of later runs (sweep-<device>?*.json, e.g. one size
     re-run after a fix or with the prompts encoded) merged in: a successful row replaces the
     row of the same N when that row failed or was measured before it; it names its file, and
-    the file's "note" (what else ran on the machine, say) when it has one."""
+    the file's "note" (what else ran on the machine, say) when it has one. "end_to_end" keeps,
+    per N, the latest row with its prompt vectors encoded (a later SREL-only run replaces the
+    row of the table, not the end-to-end figure)."""
     base = _read(bench_dir / f"sweep-{device}.json")
     if base is None:
         return None
     base_date = base.get("environment", {}).get("date") or ""
     rows = {r["n_regions"]: r for r in base["rows"]}
+    end_to_end = {n: r for n, r in rows.items() if _encoded(r)}
     for path in sorted(bench_dir.glob(f"sweep-{device}?*.json")):
         extra = _read(path) or {}
         env = extra.get("environment", {})
@@ -226,13 +229,22 @@ def _merged_sweeps(bench_dir: Path, device: str) -> dict | None:
             old = rows.get(row["n_regions"])
             if row.get("failed"):
                 continue
+            note = f"; {extra['note']}" if extra.get("note") else ""
+            row["source"] = f"{path.name} ({date}; {machine}{note})"
+            row["date"] = date
             if old is None or old.get("failed") or date > (old.get("date") or base_date):
-                note = f"; {extra['note']}" if extra.get("note") else ""
-                row["source"] = f"{path.name} ({date}; {machine}{note})"
-                row["date"] = date
                 rows[row["n_regions"]] = row
+            kept = end_to_end.get(row["n_regions"])
+            if _encoded(row) and (kept is None or date > (kept.get("date") or base_date)):
+                end_to_end[row["n_regions"]] = row
     base["rows"] = [rows[n] for n in sorted(rows)]
+    base["end_to_end"] = {n: end_to_end[n] for n in sorted(end_to_end)}
     return base
+
+
+def _encoded(row: dict) -> bool:
+    """A sweep row with its prompt vectors encoded (an end-to-end row)."""
+    return not row.get("failed") and "seconds" in (row.get("encode") or {})
 
 
 def render_document(results: dict, out_docs: Path) -> Path:

@@ -121,6 +121,15 @@ def test_a_later_sweep_of_one_size_replaces_the_older_row_and_says_where_it_came
     assert "a test ran beside it" in by_n[10000]["source"]  # what the file says of its run
     assert by_n[180]["process_seconds"] == 5.0 and "source" not in by_n[180]
     assert _merged_sweeps(tmp_path, "cuda") is None
+    assert merged["end_to_end"][10000]["process_seconds"] == 1000.0
+
+    # A later run of SREL alone at N = 10,000 is the table's row; the end-to-end figure stays
+    # the latest run that encoded the prompt vectors.
+    (tmp_path / "sweep-cpu-10k-srel.json").write_text(json.dumps(sweep("2026-11-26T10:00:00", [
+        {"n_regions": 10000, "process_seconds": 300.0, "encode": {"skipped": "not asked"}}])))
+    merged = _merged_sweeps(tmp_path, "cpu")
+    assert {r["n_regions"]: r for r in merged["rows"]}[10000]["process_seconds"] == 300.0
+    assert merged["end_to_end"][10000]["process_seconds"] == 1000.0
 
 
 def test_a_result_that_outlived_a_commit_names_both():
