@@ -10,6 +10,7 @@ without QGIS.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +118,8 @@ def describe_progress(event: Event) -> str:
     48 min left)')."""
     text = str(event.get("message") or "")
     left = event.get("seconds_left")
-    if isinstance(left, (int, float)) and not isinstance(left, bool) and left >= 0:
+    if (isinstance(left, (int, float)) and not isinstance(left, bool) and math.isfinite(left)
+            and left >= 0):
         text = f"{text} ({time_left(left)})" if text else time_left(left)
     return f"{event.get('stage')}: {text}" if text else ""
 

@@ -195,6 +195,11 @@ def test_the_plugin_shows_the_stage_time_the_engine_estimates(protocol):
         "prompts: crime: encoded 400 of 10000 regions (about 48 min left)")
     assert protocol.describe_progress(events[3]) == "srel: about 20 s left"
     assert protocol.describe_progress(events[2]) == ""
+    # whatever a line carries, the plugin's text never raises
+    for odd in (float("inf"), float("nan"), -5.0, "soon", True, None, 1e300):
+        line = json.dumps({"event": "progress", "v": 1, "time": 0.0, "stage": "fit",
+                           "fraction": 0.5, "message": "fold 5/10", "seconds_left": odd})
+        assert protocol.describe_progress(protocol.parse_line(line)).startswith("fit: fold 5/10")
 
 
 @pytest.mark.parametrize("seconds", [0, 9, 44.9, 59.4, 59.6, 61, 3599, 3600, 4799, 86400])
