@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.env import calibration, environment, peak_rss_bytes
+from bench.env import calibration, environment, git_commit, peak_rss_bytes
 
 QUICK_SIZES = (180, 1000, 2000, 5000)
 FULL_SIZES = (180, 1000, 2000, 5000, 10000)
@@ -251,7 +251,7 @@ def run_sweep(sizes: list[int], *, device: str, srel_epochs: str, encode_model: 
 
     The machine check is taken before the first size and after the last, and the commit both
     when the sweep starts and when it ends (an hour-long size may outlive a commit)."""
-    started = environment(device, calibrate=False)
+    started_at = git_commit()
     before = calibration()
     rows = []
     for n in sizes:
@@ -281,8 +281,8 @@ def run_sweep(sizes: list[int], *, device: str, srel_epochs: str, encode_model: 
             rows.append(row)
             log(f"sweep: N={n} done in {wall:.1f} s" + (" (FAILED)" if failed else ""))
     env = environment(device, before=before)
-    if started.get("git_commit") != env.get("git_commit"):
-        env["git_commit_at_start"] = started.get("git_commit")
+    if started_at != env.get("git_commit"):
+        env["git_commit_at_start"] = started_at
     result = {"environment": env,
               "settings": {"sizes": sizes, "srel_epochs": srel_epochs, "encode": encode_model,
                            "encode_max": encode_max, "predict": predict,
