@@ -49,11 +49,12 @@ def load_prompt_model(dataset, job: dict, opts: dict, device: str, sink: EventSi
 
 
 def semantic_vectors(dataset, job: dict, opts: dict, device: str, sink: EventSink, model=None,
-                     after_batch=None):
+                     after_batch=None, worker_threads: int | None = None):
     """Per target: (N, h) vectors from the frozen language model, or None without one.
 
     `model`: the loaded language model (else loaded here); `after_batch()`: called after each
-    batch of regions (it may raise to stop)."""
+    batch of regions (it may raise to stop); `worker_threads`: torch threads per batch on the
+    CPU (see `LanguageModel.encode`)."""
     targets = list(dataset.targets)
     model = model or load_prompt_model(dataset, job, opts, device, sink)
     if model is None:
@@ -72,7 +73,8 @@ def semantic_vectors(dataset, job: dict, opts: dict, device: str, sink: EventSin
 
         vectors[target] = encode_regions(dataset, target, model=model,
                                          description=descriptions.get(target), image_raster=image,
-                                         cache_dir=cache_dir, device=device, progress=progress)
+                                         cache_dir=cache_dir, device=device, progress=progress,
+                                         worker_threads=worker_threads)
     sink.progress("prompts", 1.0, f"{len(targets)} task(s) encoded")
     return vectors
 
@@ -86,17 +88,20 @@ def srel_and_semantic_vectors(dataset, job: dict, config, opts: dict, device: st
     """SREL's embeddings and the language model's vectors (neither reads the other).
 
     On the CPU, when SREL takes its dense path (N <= `dense_threshold`), the two run side by
-    side, SREL in a second thread, each on one core while both run; the vectors get every core
-    back once SREL is done. SREL's small (heads, N, N) steps gain little from a second core
-    (Manhattan, 2 cores: 43 vs 47 ms per epoch) while the language model's matmuls gain 1.5x,
-    so a cold-cache `make demo` (three tasks) took 291 s instead of 328 s one after the
-    other. The choice depends only on the device, N and the job (never on the vector cache),
-    so a job gives the same numbers each time: SREL's rounding depends on its thread count.
+    side, SREL in a second thread on one core, the language model on the others; the vectors
+    get every core back once SREL is done. SREL's small (heads, N, N) steps gain little from a
+    second core (Manhattan, 2 cores: 43 vs 47 ms per epoch) while the language model's matmuls
+    gain 1.5x, so a cold-cache `make demo` (three tasks) took 291 s instead of 328 s one after
+    the other. The choice depends only on the device, N and the job (never on the vector cache),
+    so a job gives the same numbers each time: SREL's rounding depends on its thread count. The
+    language model's batches always run on half the cores each (one on two cores), two side by
+    side when the cores are free, so their numbers do not depend on when SREL finishes.
     """
     import torch
 
     model = load_prompt_model(dataset, job, opts, device, sink)
     threads = torch.get_num_threads()
+    worker_threads = max(1, threads // 2)  # per language-model batch, whatever runs beside it
     side_by_side = (model is not None and device == "cpu" and threads > 1
                     and dataset.n_regions <= config.dense_threshold)
     if not side_by_side:
@@ -104,7 +109,8 @@ def srel_and_semantic_vectors(dataset, job: dict, config, opts: dict, device: st
         srel = train_srel(dataset, config, opts, device, sink)
         timings["srel_seconds"] = time.monotonic() - t0
         t0 = time.monotonic()
-        semantic = semantic_vectors(dataset, job, opts, device, sink, model=model)
+        semantic = semantic_vectors(dataset, job, opts, device, sink, model=model,
+                                    worker_threads=worker_threads)
         timings["prompt_seconds"] = time.monotonic() - t0
         return srel, semantic
 
@@ -118,12 +124,13 @@ def srel_and_semantic_vectors(dataset, job: dict, config, opts: dict, device: st
         sink.progress("srel", fraction, message)
 
     def srel_job():
+        torch.set_num_threads(1)  # this thread's count: SREL on one core
         t0 = time.monotonic()
         result = train_srel(dataset, config, opts, device, sink, progress=srel_progress)
         timings["srel_seconds"] = time.monotonic() - t0
         return result
 
-    torch.set_num_threads(1)  # read by the SREL thread when it starts: one core each
+    torch.set_num_threads(threads - 1)  # the language model's share while SREL trains
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="srel") as pool:
             future = pool.submit(srel_job)
@@ -139,7 +146,8 @@ def srel_and_semantic_vectors(dataset, job: dict, config, opts: dict, device: st
             try:
                 t0 = time.monotonic()
                 semantic = semantic_vectors(dataset, job, opts, device, sink, model=model,
-                                            after_batch=after_batch)
+                                            after_batch=after_batch,
+                                            worker_threads=worker_threads)
                 timings["prompt_seconds"] = time.monotonic() - t0
             except BaseException:
                 stop.set()  # SREL stops at its next progress report

@@ -42,6 +42,7 @@ def encode_regions(
     batch_size: int = 16,
     progress: Progress | None = None,
     describe: DescriptionConfig | None = None,
+    worker_threads: int | None = None,
 ) -> np.ndarray | None:
     """(N, hidden) float32 semantic vectors of the regions for the task `target_name`.
 
@@ -57,6 +58,7 @@ def encode_regions(
         batch_size: regions per forward pass.
         progress: called with (fraction, message).
         describe: what the region descriptions contain.
+        worker_threads: CPU: torch threads per batch (see `LanguageModel.encode`).
     """
     if isinstance(model, str) and model.strip().lower() == "none":
         return None
@@ -76,12 +78,13 @@ def encode_regions(
         images = crop_region_images(dataset, image_raster)
     prefix = task_template(target_name, description, has_image=images is not None)
     return encode_cached(language_model, texts, prefix, images, cache_root / "vectors",
-                         batch_size=batch_size, progress=progress)
+                         batch_size=batch_size, progress=progress, worker_threads=worker_threads)
 
 
 def encode_cached(language_model: LanguageModel, texts: Sequence[str], prefix: str,
                   images: Sequence | None, vector_dir: Path, batch_size: int = 16,
-                  progress: Progress | None = None) -> np.ndarray:
+                  progress: Progress | None = None,
+                  worker_threads: int | None = None) -> np.ndarray:
     """Encode with a per-region disk cache: only regions whose key has no file are computed."""
     keys = [region_key(language_model.fingerprint, prefix, text,
                        images[k] if images is not None else None)
@@ -104,7 +107,7 @@ def encode_cached(language_model: LanguageModel, texts: Sequence[str], prefix: s
         computed = language_model.encode(
             [texts[k] for k in missing], prefix,
             images=[images[k] for k in missing] if images is not None else None,
-            batch_size=batch_size, progress=report)
+            batch_size=batch_size, progress=report, worker_threads=worker_threads)
         for row, k in enumerate(missing):
             out[k] = computed[row]
             _write(vector_dir, keys[k], computed[row])
