@@ -292,8 +292,9 @@ def goals_section(results: dict) -> list[str]:
         met = demo["seconds"] < GOALS["demo_seconds"]
         by = f"{demo['seconds'] - GOALS['demo_seconds']:+.0f} s"
         how = "through QGIS" if demo.get("through_qgis") else "engine command line (no QGIS)"
+        aside = "; a note on the run in section 5" if demo.get("note") else ""
         lines.append(f"| `make demo` under 5 min after set-up, this CPU | {demo['seconds']:.0f} s "
-                     f"({how}, empty vector cache, {demo.get('threads')} threads) | "
+                     f"({how}, empty vector cache, {demo.get('threads')} threads{aside}) | "
                      f"{_verdict(met, by)} |")
     lines.append("")
     return lines
@@ -501,8 +502,9 @@ def demo_section(demo: dict | None) -> list[str]:
               f"`scripts/demo.sh` {how}, on the bundled Manhattan demo, with an empty vector "
               "cache (the converted language models are part of set-up) and "
               f"{demo.get('threads')} threads: **{demo['seconds']:.0f} s** from start to the "
-              f"printed table{f' ({parts})' if parts else ''}. "
-              "R² of that run, clean protocol, 10 unshuffled folds, one seed:", "",
+              f"printed table{f' ({parts})' if parts else ''}."
+              + (f" {demo['note']}" if demo.get("note") else "")
+              + " R² of that run, clean protocol, 10 unshuffled folds, one seed:", "",
               "| task | ToPT default | raw features -> RidgeCV (the bar, same run) |",
               "|---|---|---|"]
     for task, methods in demo.get("r2", {}).items():
