@@ -115,8 +115,9 @@ class LanguageModel:
             reuse_prefix: causal LMs only: compute the prefix once (False runs the full
                 sequence for each region; the result is the same up to float rounding).
             progress: called with (done, total) after each batch, in the calling thread.
-            workers: on the CPU, how many batches may run side by side (None: two when the
-                caller has at least two torch threads, else one). On a GPU always one.
+            workers: on the CPU, how many batches may run side by side at most (None: two;
+                how many do is the caller's threads divided by `worker_threads`, read before
+                each batch). On a GPU, and for multimodal models, one after the other.
             worker_threads: torch threads of each batch (None: the caller's threads divided by
                 `workers`). A batch's numbers depend on it and on nothing else here, so fixing
                 it fixes the vectors whatever the number of workers.
@@ -358,9 +359,9 @@ class MultimodalLanguageModel(LanguageModel):
 
     def _encode_into(self, out, texts, prefix, images, options, progress) -> None:
         text_ids = self._text_ids(texts, options.max_text_tokens)
-        # One batch at a time: each calls the processor, whose fast tokenizer may refuse to be
-        # used by two threads at once ("Already borrowed").
-        options.workers = min(options.workers, 1)
+        # In the calling thread, one batch after the other, on its threads: each batch calls
+        # the processor, whose fast tokenizer may refuse two threads at once ("Already borrowed").
+        options.workers = 0
 
         def compute(batch: list[int]) -> np.ndarray:
             batch_images = [images[k] for k in batch] if images is not None else None
