@@ -99,9 +99,11 @@ def srel_and_semantic_vectors(dataset, job: dict, config, opts: dict, device: st
     """
     import torch
 
+    from engine.language.models import lane_threads
+
     model = load_prompt_model(dataset, job, opts, device, sink)
     threads = torch.get_num_threads()
-    worker_threads = max(1, threads // 2)  # per language-model batch, whatever runs beside it
+    worker_threads = lane_threads(threads)  # per language-model batch, whatever runs beside it
     side_by_side = (model is not None and device == "cpu" and threads > 1
                     and dataset.n_regions <= config.dense_threshold)
     if not side_by_side:

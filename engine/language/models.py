@@ -796,6 +796,14 @@ def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     return (total / count).cpu().numpy().astype(np.float32)
 
 
+BATCH_LANES = 2  # CPU: language-model batches side by side at most (see `_run_batches`)
+
+
+def lane_threads(threads: int, workers: int = BATCH_LANES) -> int:
+    """Torch threads of each batch when `workers` lanes share `threads` (at least one)."""
+    return max(1, int(threads) // max(1, int(workers)))
+
+
 def _cpu_lanes(device: torch.device, workers: int | None, worker_threads: int | None
                ) -> tuple[int, int]:
     """(batches side by side, torch threads per batch) of an encode. On a GPU: (0, 0), the
@@ -804,10 +812,9 @@ def _cpu_lanes(device: torch.device, workers: int | None, worker_threads: int | 
     `_run_batches`)."""
     if device.type != "cpu":
         return 0, 0
-    threads = max(1, torch.get_num_threads())
-    workers = 2 if workers is None else max(1, int(workers))
+    workers = BATCH_LANES if workers is None else max(1, int(workers))
     if worker_threads is None:
-        worker_threads = max(1, threads // workers)
+        worker_threads = lane_threads(torch.get_num_threads(), workers)
     return workers, max(1, int(worker_threads))
 
 
