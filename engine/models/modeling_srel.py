@@ -736,13 +736,36 @@ class ViewFusion(nn.Module):
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         y = self.norm(tokens)
-        # Regions are the batch here; CUDA's fused attention takes at most 65,535 of them at once
-        # (with dropout), so large cities attend in chunks: exact, each region is independent.
-        attended = torch.cat([self.attention(chunk, chunk, chunk, need_weights=False)[0]
-                              for chunk in y.split(self.REGION_CHUNK)])  # (N, V, hidden)
+        if y.device.type == "cpu":
+            attended = self._attend_views(y)  # (N, V, hidden)
+        else:
+            # Regions are the batch here; CUDA's fused attention takes at most 65,535 of them
+            # at once (with dropout), so large cities attend in chunks: exact, each region is
+            # independent.
+            attended = torch.cat([self.attention(chunk, chunk, chunk, need_weights=False)[0]
+                                  for chunk in y.split(self.REGION_CHUNK)])  # (N, V, hidden)
         tokens = tokens + attended
         weights = torch.softmax(self.score(tokens).squeeze(-1).mean(0), dim=0)  # (V,)
         return (tokens * weights.view(1, -1, 1)).sum(1), weights  # (N, hidden), (V,)
+
+
+    def _attend_views(self, y: Tensor) -> Tensor:
+        """`self.attention` (its weights, its dropout) over each region's V tokens, written out
+        for the CPU: nn.MultiheadAttention batches the N regions' V x V products into N x heads
+        tiny matmuls, which on the CPU cost more than a region transformer block (Manhattan,
+        V = 3: the fusion was 5.8 ms of a 37 ms step). Here they are broadcast products summed
+        over the head width. Same function, and the dropout mask has the same shape at the
+        same point of the random stream, so training draws the same masks."""
+        attention = self.attention
+        n, views, hidden = y.shape
+        heads = attention.num_heads
+        qkv = F.linear(y, attention.in_proj_weight, attention.in_proj_bias)  # (N, V, 3 * hidden)
+        q, k, v = qkv.view(n, views, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        scale = 1.0 / math.sqrt(hidden // heads)  # q, k, v: (N, H, V, hd)
+        logits = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) * scale  # (N, H, V, V)
+        weights = F.dropout(torch.softmax(logits, dim=-1), attention.dropout, self.training)
+        out = (weights.unsqueeze(-1) * v.unsqueeze(2)).sum(3)  # (N, H, V, hd)
+        return attention.out_proj(out.transpose(1, 2).reshape(n, views, hidden))
 
 
 class CentralityEncoding(nn.Module):
@@ -873,8 +896,10 @@ class SREL(nn.Module):
             dst = self.destination[name](embeddings)  # (N, d)
             if inputs.dense:
                 logits = src @ dst.T  # (N, N): row i = origin i over destinations j
-                parts[f"{name}_out"] = _distribution_loss(logits, flow.out_dense)
-                parts[f"{name}_in"] = _distribution_loss(logits.T, flow.in_dense)
+                parts[f"{name}_out"] = _distribution_loss(logits, flow.out_dense, dim=1)
+                # Incoming: destination j's distribution over origins i is column j, so the
+                # softmax runs down the columns of the same logits (no transposed copy).
+                parts[f"{name}_in"] = _distribution_loss(logits, flow.in_dense.T, dim=0)
             else:
                 parts[f"{name}_out"] = _sampled_distribution_loss(src, dst, flow.out_ptr, flow.out_cols,
                                                                   flow.out_prob, c.loss_rows, generator)
@@ -898,12 +923,16 @@ class SREL(nn.Module):
         return parts
 
 
-def _distribution_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy of row distributions `target` (N, N) under softmax(logits), over rows with mass."""
-    rows = target.sum(1) > 0
-    if not rows.any():
+def _distribution_loss(logits: Tensor, target: Tensor, dim: int = 1) -> Tensor:
+    """Cross-entropy of the distributions `target` (N, N) along `dim` (1: rows, 0: columns)
+    under softmax(logits) along the same dim, averaged over the distributions with mass.
+
+    A distribution without mass adds nothing to the sum nor to the gradient (its target is
+    zero), so no row is selected out: only the count of those with mass is needed."""
+    with_mass = int((target.sum(dim) > 0).sum())
+    if with_mass == 0:
         return logits.sum() * 0
-    return -(target[rows] * torch.log_softmax(logits[rows], dim=1)).sum() / rows.sum()
+    return -(target * torch.log_softmax(logits, dim=dim)).sum() / with_mass
 
 
 def _sampled_distribution_loss(query: Tensor, key: Tensor, ptr: Tensor, cols: Tensor, prob: Tensor,

@@ -286,3 +286,55 @@ def test_the_sparse_paths_edge_products_are_the_plain_formula_and_its_gradient(m
     # the gradients only where they are asked for
     x_only = modeling_srel.edge_dot(x, y.detach(), rows, cols).sum()
     assert torch.autograd.grad(x_only, x)[0].shape == x.shape
+
+
+def test_view_fusion_on_the_cpu_is_the_multihead_attention_it_holds():
+    """The CPU's written-out attention over each region's view tokens gives nn.MultiheadAttention's
+    output and gradients, and in training draws the same dropout masks for the same seed."""
+    from engine.models.modeling_srel import ViewFusion
+
+    torch.manual_seed(0)
+    fusion = ViewFusion(16, 4, dropout=0.3)
+    tokens = torch.randn(11, 3, 16, requires_grad=True)
+
+    def module_attention(y):
+        return fusion.attention(y, y, y, need_weights=False)[0]
+
+    for training in (False, True):
+        fusion.train(training)
+        y = fusion.norm(tokens)
+        torch.manual_seed(5)
+        expected = module_attention(y)
+        torch.manual_seed(5)
+        got = fusion._attend_views(y)
+        assert torch.allclose(got, expected, atol=1e-6)
+        grads = [torch.autograd.grad(out.square().sum(), (tokens, fusion.attention.in_proj_weight),
+                                     retain_graph=True) for out in (expected, got)]
+        for a, b in zip(*grads, strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+    # Training mode really drops weights: another seed, another output.
+    torch.manual_seed(6)
+    assert not torch.allclose(fusion._attend_views(fusion.norm(tokens)), expected, atol=1e-4)
+
+
+def test_trip_distribution_loss_skips_regions_without_trips():
+    """Regions with no trips out (rows) or in (columns) count neither in the sum nor in the
+    average: the loss is the cross-entropy averaged over the regions that have trips."""
+    from engine.models.modeling_srel import _distribution_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 5, requires_grad=True)
+    target = torch.rand(5, 5)
+    target[1] = 0.0  # region 1 sends no trips
+    target[:, 3] = 0.0  # region 3 receives none
+    target = target / target.sum(1, keepdim=True).clamp_min(1e-12)
+    rows = [0, 2, 3, 4]
+    expected = -sum((target[i] * torch.log_softmax(logits[i], 0)).sum() for i in rows) / 4
+    assert torch.allclose(_distribution_loss(logits, target, dim=1), expected)
+    grad = torch.autograd.grad(_distribution_loss(logits, target, dim=1), logits)[0]
+    assert torch.equal(grad[1], torch.zeros(5))  # no trips: no gradient for that row
+    columns = [0, 1, 2, 4]
+    expected = -sum((target[:, j] * torch.log_softmax(logits[:, j], 0)).sum()
+                    for j in columns) / 4
+    assert torch.allclose(_distribution_loss(logits, target, dim=0), expected)
+    assert _distribution_loss(logits, torch.zeros(5, 5)).item() == 0.0
