@@ -748,7 +748,6 @@ class ViewFusion(nn.Module):
         weights = torch.softmax(self.score(tokens).squeeze(-1).mean(0), dim=0)  # (V,)
         return (tokens * weights.view(1, -1, 1)).sum(1), weights  # (N, hidden), (V,)
 
-
     def _attend_views(self, y: Tensor) -> Tensor:
         """`self.attention` (its weights, its dropout) over each region's V tokens, written out
         for the CPU: nn.MultiheadAttention batches the N regions' V x V products into N x heads
