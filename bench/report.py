@@ -318,8 +318,12 @@ def speed_section(results: dict, plot: str | None) -> list[str]:
         predicted = (f"prediction (the engine's default model) timed up to N = "
                      f"{min(s.get('predict_max', 10**9), max(s['sizes'])):,}"
                      if s["predict"] else "prediction not timed")
-        lines += [f"### {title}", "", f"Measured {_env_line(sweep.get('environment'))}.", "",
-                  f"SREL epochs: {s['srel_epochs']} (the schedule: 2000 up to the dense threshold,"
+        merged = any(r.get("source") for r in sweep["rows"])  # rows of later runs in it
+        base = "The base run: " if merged else ""
+        lines += [f"### {title}", "",
+                  f"{base}{'measured' if merged else 'Measured'} "
+                  f"{_env_line(sweep.get('environment'))}.", "",
+                  f"{base}SREL epochs: {s['srel_epochs']} (the schedule: 2000 up to the dense threshold,"
                   f" then 2000 x 1024 / N, at least 100); {encoded}; {predicted}."
                   + (f" {s['note']}." if s.get("note") else ""), "",
                   "| N | SREL path | epochs (schedule) | s / epoch | SREL s | prompts s "
@@ -339,11 +343,15 @@ def speed_section(results: dict, plot: str | None) -> list[str]:
                 f"({srel['schedule_epochs']}) | {_fmt(srel.get('seconds_per_epoch'), 4)} | "
                 f"{srel['seconds']:.1f} | {encode} | {predict} | {r['process_seconds']:.0f} | "
                 f"{_gb(r['peak_rss_bytes'])} | {_gb(r.get('gpu_peak_bytes'))} |")
-        sources = [f"N = {r['n_regions']:,} from {r['source']}" for r in sweep["rows"]
-                   if r.get("source")]
+        by_source: dict[str, list[int]] = {}  # one line per run, with the sizes it gave
+        for r in sweep["rows"]:
+            if r.get("source"):
+                by_source.setdefault(r["source"], []).append(r["n_regions"])
+        sources = [f"N = {', '.join(f'{n:,}' for n in sizes)} from {source}"
+                   for source, sizes in by_source.items()]
         if sources:
-            lines += ["", "Rows from other runs (each with its own date and machine): "
-                      + "; ".join(sources) + "."]
+            lines += ["", "Rows from other runs (each with its own date, machine and "
+                      "settings): " + "; ".join(sources) + "."]
         skipped = {r.get("encode", {}).get("skipped") for r in sweep["rows"]} - {None, "not asked"}
         skipped |= {r.get("predict", {}).get("skipped") for r in sweep["rows"]} - {None}
         if skipped:

@@ -226,3 +226,26 @@ def test_the_demo_timing_is_a_goal_row_and_a_section_with_its_bar_beside_it():
                      None, None)
     assert "Skipped: QGIS's Python is not installed" in skipped
     assert "make demo` under 5 min" not in skipped  # no goal row without a measurement
+
+
+def test_the_sweep_section_names_each_later_run_once_with_the_sizes_it_gave():
+    from bench.report import speed_section
+
+    def row(n: int, source: str | None = None) -> dict:
+        r = {"n_regions": n, "srel": {"path": "dense", "epochs": 20, "schedule_epochs": 2000,
+                                      "seconds_per_epoch": 0.05, "seconds": 1.0},
+             "encode": {"skipped": "not asked"}, "predict": {}, "process_seconds": 10.0,
+             "peak_rss_bytes": 1e9}
+        return {**r, "source": source} if source else r
+
+    sweep = {"settings": {"srel_epochs": 20, "encode": "none", "encode_max": 0, "predict": False,
+                          "sizes": [180, 1000, 2000]},
+             "environment": {}, "rows": [row(180, "e2e.json (day 2)"),
+                                         row(1000, "e2e.json (day 2)"), row(2000)]}
+    text = "\n".join(speed_section({"sweep_cpu": sweep}, None))
+    assert "N = 180, 1,000 from e2e.json (day 2)." in text
+    assert text.count("e2e.json (day 2)") == 1
+    assert "The base run: SREL epochs: 20" in text  # the settings line is the base run's
+    sweep["rows"] = [row(180), row(1000)]
+    text = "\n".join(speed_section({"sweep_cpu": sweep}, None))
+    assert "other runs" not in text and "\nSREL epochs: 20" in text
