@@ -131,6 +131,29 @@ RELEASED_LR = {"check_in": 3e-4}  # the released learning rates; 1e-4 for the ot
 # The benchmark
 
 
+def resolve_tasks(wanted, targets) -> tuple[list[str], list[str]]:
+    """(the dataset's target names for `wanted`, the names that match none), in order, once each.
+
+    A name matches a target as it is, by the benchmark folder's file stem (`check` for
+    check_in) or ignoring case and underscores, so the literature's `checkIn` and
+    `serviceCall` name `check_in` and `service_call`."""
+    from engine.data.benchmark import TARGET_NAMES
+
+    def key(name: str) -> str:
+        return name.replace("_", "").replace("-", "").lower()
+
+    by_key = {key(t): t for t in targets}
+    found, missing = [], []
+    for name in wanted:
+        target = (name if name in targets
+                  else by_key.get(key(TARGET_NAMES.get(name, name))) or by_key.get(key(name)))
+        if target is None:
+            missing.append(name)
+        elif target not in found:
+            found.append(target)
+    return found, missing
+
+
 def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None = None,
                 log: Log = print) -> dict:
     """Every quality row on the benchmark folder `data`; a JSON-able dict."""
@@ -147,14 +170,14 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
     settings = settings or QualitySettings()
     dataset = load_benchmark_folder(data)
     wanted = settings.tasks or LITERATURE_TASKS
-    tasks = [t for t in wanted if t in dataset.targets]
-    missing = [t for t in wanted if t not in dataset.targets]
+    tasks, missing = resolve_tasks(wanted, dataset.targets)
     if not tasks:
         from engine.errors import InputError
 
         raise InputError(f"none of the tasks {', '.join(wanted)} is in the benchmark folder",
                          layer=str(data), hint=f"Available: {', '.join(sorted(dataset.targets))}.")
-    ablation_tasks = [t for t in (settings.ablation_tasks or tasks) if t in tasks]
+    ablation_tasks = [t for t in resolve_tasks(settings.ablation_tasks or tasks,
+                                               dataset.targets)[0] if t in tasks]
     protocols = ["clean"] + (["paper"] if settings.paper_protocol else [])
     literature = literature_features(dataset)
     robust = robust_features(dataset)

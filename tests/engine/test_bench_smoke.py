@@ -249,3 +249,15 @@ def test_the_sweep_section_names_each_later_run_once_with_the_sizes_it_gave():
     sweep["rows"] = [row(180), row(1000)]
     text = "\n".join(speed_section({"sweep_cpu": sweep}, None))
     assert "other runs" not in text and "\nSREL epochs: 20" in text
+
+
+def test_benchmark_tasks_may_be_named_as_the_literature_names_them():
+    """`make bench TASKS=crime,checkIn`: the literature's names, the folder's file stems and the
+    dataset's own names all pick the same targets; a name that matches none is reported."""
+    from bench.quality import resolve_tasks
+
+    targets = {"crime": None, "check_in": None, "service_call": None}
+    assert resolve_tasks(["crime", "checkIn", "serviceCall"], targets) == (
+        ["crime", "check_in", "service_call"], [])
+    assert resolve_tasks(["check", "CHECK_IN", "check_in", "income"], targets) == (
+        ["check_in"], ["income"])
