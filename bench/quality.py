@@ -145,8 +145,7 @@ def resolve_tasks(wanted, targets) -> tuple[list[str], list[str]]:
     by_key = {key(t): t for t in targets}
     found, missing = [], []
     for name in wanted:
-        target = (name if name in targets
-                  else by_key.get(key(TARGET_NAMES.get(name, name))) or by_key.get(key(name)))
+        target = name if name in targets else by_key.get(key(TARGET_NAMES.get(name, name)))
         if target is None:
             missing.append(name)
         elif target not in found:
