@@ -409,7 +409,10 @@ def _drop_attention(alpha: Tensor, p: float) -> tuple[Tensor, float]:
     n = alpha.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=alpha.device).random_(-2**63, None)
     lanes = draws.view(torch.int16)[:n].view(alpha.shape)  # uniform on [-32768, 32767]
-    return alpha * (lanes >= -32768 + round(p * 65536)), 1.0 / (1.0 - p)
+    # The mask in alpha's dtype: multiplying by a boolean mask converts it to floats first,
+    # in the forward and again in the backward.
+    keep = torch.ge(lanes, -32768 + round(p * 65536), out=torch.empty_like(alpha))
+    return alpha * keep, 1.0 / (1.0 - p)
 
 
 EDGE_CHUNK_VALUES = 1 << 18  # values per (chunk, heads, width) temporary on the CPU (1 MB)

@@ -67,6 +67,39 @@ def test_saved_model_gives_the_same_embeddings(tmp_path):
     np.testing.assert_array_equal(embed_with_model(loaded, dataset), result.embeddings)
 
 
+@pytest.mark.parametrize("dense_threshold", [1024, 0])
+def test_training_is_adam_on_each_parameter(dense_threshold):
+    """fit_srel steps all parameters as one tensor; that must be the usual per-parameter Adam
+    (same losses, same embeddings up to rounding), and the trained model's parameters must
+    own their memory again (each its own storage, no gradient left)."""
+    dataset, config = tiny_dataset(12), tiny_config(epochs=15, dense_threshold=dense_threshold)
+    result = fit_srel(dataset, config, seed=4)
+
+    inputs = prepare_srel_inputs(dataset, config)
+    torch.manual_seed(4)
+    generator = torch.Generator().manual_seed(4)
+    model = SREL(config, inputs.view_specs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    model.train()
+    losses = []
+    for _ in range(config.epochs):
+        optimizer.zero_grad()
+        total = model.loss(inputs, model(inputs), generator)["total"]
+        total.backward()
+        optimizer.step()
+        losses.append(total.item())
+    model.eval()
+    with torch.no_grad():
+        expected = model(inputs).numpy()
+
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-4)
+    np.testing.assert_allclose(result.embeddings, expected, atol=1e-4)
+    params = list(result.model.parameters())
+    assert len({p.untyped_storage().data_ptr() for p in params}) == len(params)
+    assert all(p.grad is None for p in params)
+
+
 def test_embed_with_model_rejects_other_views():
     result = fit_srel(tiny_dataset(10), tiny_config(epochs=1))
     with pytest.raises(InputError, match="views"):
