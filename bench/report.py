@@ -212,6 +212,58 @@ def quality_section(quality: dict) -> list[str]:
     return lines
 
 
+def srel_goal_timing(results: dict) -> dict | None:
+    """The latest Manhattan SREL timing: of the SREL part (`srel-timing.json`, when it ran on
+    the Manhattan folder) and of the
+    quality run's SREL trainings, whichever was measured last. {"seconds": [...],
+    "cpu_seconds": [...], "epochs", "threads", "source"} or None."""
+    found = []
+    timing = results.get("srel")
+    if timing and timing.get("runs") and Path(timing.get("data", "")).name == "manhattan":
+        runs = timing["runs"]
+        env = timing.get("environment") or {}
+        found.append({"seconds": [r["seconds"] for r in runs],
+                      "cpu_seconds": [r["cpu_seconds"] for r in runs],
+                      "epochs": runs[0]["epochs"], "threads": timing.get("threads"),
+                      "date": env.get("date") or "",
+                      "source": f"srel-timing.json, {env.get('date')}"})
+    quality = results.get("quality") or {}
+    variant = (quality.get("srel") or {}).get("srel")
+    if variant and variant.get("seconds"):
+        env = quality.get("environment") or {}
+        found.append({**variant, "date": env.get("date") or "",
+                      "source": f"the quality run, {env.get('date')}"})
+    return max(found, key=lambda t: t["date"]) if found else None
+
+
+def srel_section(timing: dict | None) -> list[str]:
+    """The SREL part: each run of the latest measurement, and the earlier measurements' fastest
+    runs with their machine checks (the same code is 1.5-2x slower in a slow hour)."""
+    if not timing or not timing.get("runs"):
+        return []
+    lines = [f"### SREL on {Path(timing.get('data', '')).name} at the engine's schedule", "",
+             f"Measured {_env_line(timing.get('environment'))}.", "",
+             f"`fit_srel` as the engine runs it ({timing['n_regions']} regions of "
+             f"`{timing.get('data')}`, {timing.get('threads')} threads, the schedule's epochs, "
+             "inputs prepared inside the timing), one seed after another in one process:", "",
+             "| seed | epochs | wall s | s / epoch | CPU s | final loss |", "|---|---|---|---|---|---|"]
+    for r in timing["runs"]:
+        lines.append(f"| {r['seed']} | {r['epochs']} | {r['seconds']:.1f} | "
+                     f"{r['seconds'] / max(r['epochs'], 1):.4f} | {r['cpu_seconds']:.0f} | "
+                     f"{_fmt(r.get('final_loss'), 4)} |")
+    history = timing.get("history") or []
+    if history:
+        lines += ["", "Earlier runs of this part (fastest of each):", "",
+                  "| measured | commit | fastest wall s | machine check at the end |", "|---|---|---|---|"]
+        for h in history:
+            check = h.get("calibration")
+            check = (f"matmul {check['matmul_gflops']:.0f} GFLOP/s, "
+                     f"{check['small_ops_per_ms']:.1f} small ops/ms" if check else "not recorded")
+            lines.append(f"| {h.get('date')} | `{h.get('git_commit')}` | "
+                         f"{h['fastest_seconds']:.1f} | {check} |")
+    return lines + [""]
+
+
 def goals_section(results: dict) -> list[str]:
     lines = ["## Goals", "", "| goal | measured | verdict |", "|---|---|---|"]
     sweep = results.get("sweep_cpu")
@@ -277,9 +329,8 @@ def goals_section(results: dict) -> list[str]:
         lines.append(f"| prompt encoding >= 50 regions/s, default model ({prompts['model']}), this "
                      f"CPU | {rps:.1f} regions/s (describe + encode + cache write{weights}) | "
                      f"{_verdict(rps >= GOALS['prompt_rps'], by)} |")
-    quality = results.get("quality")
-    if quality and quality.get("srel", {}).get("srel"):
-        srel = quality["srel"]["srel"]
+    srel = srel_goal_timing(results)
+    if srel:
         seconds = min(srel["seconds"])
         if srel["epochs"] == 2000:
             met = seconds < GOALS["manhattan_srel_seconds"]
@@ -288,7 +339,8 @@ def goals_section(results: dict) -> list[str]:
                    "threads" if srel.get("cpu_seconds") else "")
             lines.append(f"| SREL on Manhattan, 2000 full-batch epochs < 60 s (HAFusion: 11-12 min)"
                          f" | {seconds:.1f} s wall (fastest of {len(srel['seconds'])}, "
-                         f"{srel['threads']} threads{cpu}) | {_verdict(met, by)} |")
+                         f"{srel['threads']} threads{cpu}; {srel['source']}) | "
+                         f"{_verdict(met, by)} |")
         else:
             lines.append(f"| SREL on Manhattan, 2000 epochs < 60 s | only {srel['epochs']} epochs "
                          f"ran ({seconds:.1f} s) | not measured |")
@@ -307,6 +359,7 @@ def goals_section(results: dict) -> list[str]:
 
 def speed_section(results: dict, plot: str | None) -> list[str]:
     lines = ["## 2. Speed and memory as cities grow", ""]
+    lines += srel_section(results.get("srel"))
     for key, title in (("sweep_cpu", "CPU"), ("sweep_cuda", "GPU")):
         sweep = results.get(key)
         if not sweep:
@@ -601,7 +654,7 @@ def _durations(results: dict) -> str:
 
 def render(results: dict, out_dir: Path, plot: str | None) -> str:
     envs = [(results.get(k) or {}).get("environment") for k in
-            ("quality", "sweep_cpu", "prompts")]
+            ("quality", "srel", "sweep_cpu", "prompts")]
     envs = [e for e in envs if e]
     lines = [INTRO]
     mode = results.get("mode", "?")

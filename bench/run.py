@@ -1,7 +1,7 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
     python -m bench.run --quick|--full [--data DIR] [--tasks a,b] [--out docs]
-                        [--parts quality,sweep,prompts,writeback,demo] [--device cpu]
+                        [--parts quality,srel,sweep,prompts,writeback,demo] [--device cpu]
 
 Parts not run this time are read back from their earlier result files in OUT/bench/, so the
 document always shows every table; each table says when it was measured.
@@ -22,7 +22,7 @@ from bench.env import REPO, calibration, environment
 from bench.quality import MANHATTAN, QualitySettings, run_quality
 from bench.report import cpu_features_text, prompt_summary
 
-PARTS = ("quality", "sweep", "prompts", "writeback", "demo")
+PARTS = ("quality", "srel", "sweep", "prompts", "writeback", "demo")
 FULL_ONLY = ("writeback", "demo")  # parts that need QGIS and minutes: only with --full
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
 QUICK_NOTE = ("Quick mode: 1 seed (no std); the prompt ablations, gradient boosting and the "
@@ -142,6 +142,47 @@ def run_prompts(full: bool, data: Path, device: str, log) -> dict:
             others.append({"model": model, "skipped": str(error)})
     result["others"] = [o for o in others if "reuse" in o]
     return result
+
+
+SREL_RUNS_KEPT = 8  # earlier SREL timings kept beside the latest, to show the hour-to-hour spread
+
+
+def run_srel_timing(data: Path, device: str, runs: int, log, epochs: int | None = None) -> dict:
+    """SREL as the engine trains it on `data` (its schedule: 2000 full-batch epochs on
+    Manhattan; `epochs` overrides it), `runs` times with seeds 0, 1, ...: wall and CPU
+    seconds of each. The goal's figure is the fastest run."""
+    import torch
+
+    from engine.data.benchmark import load_benchmark_folder
+    from engine.models.modeling_srel import SRELConfig
+    from engine.training.train_srel import fit_srel
+
+    dataset = load_benchmark_folder(data)
+    config = SRELConfig(epochs=epochs)
+    rows = []
+    for seed in range(runs):
+        log(f"srel: {data.name} seed {seed} ...")
+        cpu_start = time.process_time()
+        result = fit_srel(dataset, config, device=device, seed=seed)
+        rows.append({"seed": seed, "epochs": result.epochs, "seconds": result.seconds,
+                     "cpu_seconds": time.process_time() - cpu_start,
+                     "final_loss": result.losses[-1] if result.losses else None})
+        log(f"srel: seed {seed}: {result.epochs} epochs in {result.seconds:.1f} s")
+    return {"data": str(data), "n_regions": dataset.n_regions, "device": device,
+            "threads": torch.get_num_threads(), "runs": rows}
+
+
+def srel_history(old: dict | None, new: dict) -> list[dict]:
+    """The earlier runs' summaries (newest first, at most SREL_RUNS_KEPT) for `new`'s file."""
+    if not old or "runs" not in old:
+        return []
+    env = old.get("environment") or {}
+    latest = {"date": env.get("date"), "git_commit": env.get("git_commit"),
+              "calibration": env.get("calibration"), "threads": old.get("threads"),
+              "fastest_seconds": min(r["seconds"] for r in old["runs"]),
+              "runs": len(old["runs"]), "data": old.get("data")}
+    same = [h for h in old.get("history", []) if h.get("data") == new.get("data")]
+    return ([latest] if latest["data"] == new.get("data") else []) + same[:SREL_RUNS_KEPT - 1]
 
 
 def other_cpu_runs(old: dict | None, new: dict) -> list[dict]:
@@ -332,6 +373,13 @@ def main(argv: list[str] | None = None) -> int:
             quality = merge_quality(_read(bench_dir / "quality.json"), quality)
         _write(bench_dir / "quality.json", quality)
         quality_csv(quality, bench_dir / "quality.csv")
+    if "srel" in parts:
+        before = calibration()
+        srel = run_srel_timing(data, args.device, 3 if full else 1, log)
+        srel["mode"] = "full" if full else "quick"
+        srel["environment"] = environment(args.device, before=before)
+        srel["history"] = srel_history(_read(bench_dir / "srel-timing.json"), srel)
+        _write(bench_dir / "srel-timing.json", srel)
     if "prompts" in parts:
         before = calibration()
         prompts = run_prompts(full, data, args.device, log)
@@ -354,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         demo["environment"] = environment(args.device, before=before)
         _write(bench_dir / "demo.json", demo)
     results["quality"] = _read(bench_dir / "quality.json")
+    results["srel"] = _read(bench_dir / "srel-timing.json")
     results["prompts"] = _read(bench_dir / "prompts.json")
     results["sweep_cpu"] = _merged_sweeps(bench_dir, "cpu")
     results["sweep_cuda"] = _merged_sweeps(bench_dir, "cuda")

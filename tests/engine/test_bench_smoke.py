@@ -228,6 +228,40 @@ def test_the_demo_timing_is_a_goal_row_and_a_section_with_its_bar_beside_it():
     assert "make demo` under 5 min" not in skipped  # no goal row without a measurement
 
 
+def test_the_srel_goal_row_is_the_latest_timing_and_earlier_runs_stay_beside_it(tmp_path):
+    from bench.report import goals_section, speed_section
+    from bench.run import run_srel_timing, srel_history
+
+    folder = tmp_path / "manhattan"
+    folder.mkdir()
+    _benchmark_folder(folder)
+    first = run_srel_timing(folder, "cpu", 2, log=lambda m: None, epochs=3)
+    assert [r["seed"] for r in first["runs"]] == [0, 1] and first["n_regions"] == 20
+    assert all(r["epochs"] == 3 and r["seconds"] > 0 and r["cpu_seconds"] > 0
+               for r in first["runs"])
+
+    def at(date: str, seconds: list[float]) -> dict:
+        return {"data": str(folder), "n_regions": 20, "threads": 2, "environment": {"date": date},
+                "runs": [{"seed": i, "epochs": 2000, "seconds": t, "cpu_seconds": 2 * t,
+                          "final_loss": 8.7} for i, t in enumerate(seconds)]}
+
+    older, newer = at("2026-12-02T08:00:00", [71.0, 69.5]), at("2026-12-02T12:00:00", [58.2, 61.0])
+    newer["history"] = srel_history(older, newer)
+    assert [h["fastest_seconds"] for h in newer["history"]] == [69.5]
+    quality = {"environment": {"date": "2026-12-02T10:00:00"},
+               "srel": {"srel": {"epochs": 2000, "seconds": [100.9], "cpu_seconds": [200.0],
+                                 "threads": 2}}}
+    results = {"srel": newer, "quality": quality}
+    document = "\n".join(goals_section(results) + speed_section(results, None))
+    assert "| 58.2 s wall (fastest of 2, 2 threads; CPU time 116 s over 2 threads; " \
+           "srel-timing.json, 2026-12-02T12:00:00) | **met** (-1.8 s) |" in document
+    assert "| 2026-12-02T08:00:00 |" in document and "| 69.5 |" in document
+    # A quality run measured after the SREL part gives the goal row its own timing.
+    quality["environment"]["date"] = "2026-12-02T13:00:00"
+    document = "\n".join(goals_section(results))
+    assert "100.9 s wall (fastest of 1" in document and "**not met** (+40.9 s)" in document
+
+
 def test_the_sweep_section_names_each_later_run_once_with_the_sizes_it_gave():
     from bench.report import speed_section
 
