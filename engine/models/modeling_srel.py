@@ -392,27 +392,49 @@ def prepare_srel_inputs(dataset: RegionDataset, config: SRELConfig) -> SRELInput
 # ---------------------------------------------------------------------------------------------
 
 
+def _keep_mask(x: Tensor, p: float) -> Tensor:
+    """A dropout mask shaped and typed like `x`: each value 0 with probability p (to 1/65536),
+    else 1.
+
+    Four 16-bit uniforms per 64-bit draw of torch's generator: on the CPU a draw costs about
+    the same whatever its width, so this is 2.7x faster than one int16 draw per value and 5x
+    faster than bernoulli_ (which F.dropout uses). The mask is in x's dtype: multiplying by a
+    boolean mask converts it to floats first, in the forward and again in the backward."""
+    n = x.numel()
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)
+    lanes = draws.view(torch.int16)[:n].view(x.shape)  # uniform on [-32768, 32767]
+    return torch.ge(lanes, -32768 + round(p * 65536), out=torch.empty_like(x))
+
+
 def _drop_attention(alpha: Tensor, p: float) -> tuple[Tensor, float]:
     """Dropout of attention weights, the rescaling left to the caller: returns `alpha` with
-    each weight zeroed with probability p (to 1/65536), and the factor 1 / (1 - p) that the
-    caller applies to the attended values (N x H x head_dim), which are much smaller than the
-    H x N x N weights: F.dropout's result, one full pass fewer each way.
-
-    The mask is four 16-bit uniforms per 64-bit draw of torch's generator: on the CPU it
-    costs about the same per value whatever the width, so this is 2.7x faster than one int16
-    draw per weight (5x faster than bernoulli_); the H x N x N masks were the largest single
-    cost of an SREL step on Manhattan."""
+    each weight zeroed with probability p, and the factor 1 / (1 - p) that the caller applies
+    to the attended values (N x H x head_dim), which are much smaller than the H x N x N
+    weights: F.dropout's result, one full pass fewer each way. The H x N x N masks were the
+    largest single cost of an SREL step on Manhattan before :func:`_keep_mask`."""
     if p <= 0.0:
         return alpha, 1.0
     if p >= 1.0:
         return torch.zeros_like(alpha), 1.0
-    n = alpha.numel()
-    draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=alpha.device).random_(-2**63, None)
-    lanes = draws.view(torch.int16)[:n].view(alpha.shape)  # uniform on [-32768, 32767]
-    # The mask in alpha's dtype: multiplying by a boolean mask converts it to floats first,
-    # in the forward and again in the backward.
-    keep = torch.ge(lanes, -32768 + round(p * 65536), out=torch.empty_like(alpha))
-    return alpha * keep, 1.0 / (1.0 - p)
+    return alpha * _keep_mask(alpha, p), 1.0 / (1.0 - p)
+
+
+class MaskDropout(nn.Module):
+    """nn.Dropout with the mask of :func:`_keep_mask` on the CPU (F.dropout on a GPU, where it
+    is one fused kernel). On the CPU F.dropout's bernoulli_ mask of a (180, 64) MLP output took
+    ~0.15-0.2 ms, five times an SREL step on Manhattan. Same distribution, another random
+    stream: a seed gives other masks than nn.Dropout's."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p <= 0.0:
+            return x
+        if x.device.type != "cpu" or self.p >= 1.0:
+            return F.dropout(x, self.p, training=True)
+        return x * _keep_mask(x, self.p).mul_(1.0 / (1.0 - self.p))
 
 
 EDGE_CHUNK_VALUES = 1 << 18  # values per (chunk, heads, width) temporary on the CPU (1 MB)
@@ -632,7 +654,7 @@ class TransformerBlock(nn.Module):
         self.attention = RegionAttention(hidden, heads, dropout, num_buckets, use_distance_bias)
         self.norm2 = nn.LayerNorm(hidden)
         self.mlp = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(),
-                                 nn.Linear(2 * hidden, hidden), nn.Dropout(dropout))
+                                 nn.Linear(2 * hidden, hidden), MaskDropout(dropout))
 
     def reset_parameters(self) -> None:
         self.norm1.reset_parameters()

@@ -238,6 +238,28 @@ def test_attention_dropout_drops_a_share_p_and_gives_the_rescaling(p):
     assert torch.equal(_drop_attention(alpha, p)[0], out)
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_mlp_dropout_drops_a_share_p_rescales_the_rest_and_is_off_in_eval(p):
+    """MaskDropout is nn.Dropout's function with another mask: a share p of the values
+    zeroed, the rest multiplied by 1 / (1 - p), the gradient through the same mask, the same
+    mask for the same seed, and the identity in eval mode."""
+    from engine.models.modeling_srel import MaskDropout
+
+    dropout = MaskDropout(p)
+    x = torch.full((301, 67), 2.0, requires_grad=True)  # 20,167 values, not a multiple of 4
+    torch.manual_seed(3)
+    out = dropout(x)
+    kept = out != 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.012
+    assert torch.allclose(out[kept], torch.tensor(2.0 / (1 - p)))
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x), out)
+    dropout.eval()
+    assert dropout(x) is x
+
+
 def test_attention_with_dropout_is_unbiased():
     """Averaged over many dropout masks, the attention output in training mode is the output
     without dropout (the kept weights' rescaling is applied, wherever it is applied)."""
