@@ -610,6 +610,7 @@ REPRODUCE = """\
 make bench                                   # quick: 1 seed, fewer ablations, sizes up to 5,000
 make bench-full                              # 3 seeds, every ablation, N = 10,000 end to end, QGIS, make demo
 OMP_NUM_THREADS=2 .venv/bin/python -m bench.run --full --parts demo   # make demo, timed, alone
+OMP_NUM_THREADS=2 .venv/bin/python -m bench.run --full --parts srel   # SREL on Manhattan, 3 runs
 make bench DATA=path/to/folder TASKS=crime,check_in   # another city in the literature's layout
 python -m bench.sweep --device cuda --out docs/bench  # the sweep up to N = 100,000 on a GPU
 QT_QPA_PLATFORM=offscreen .venv-qgis/bin/python bench/writeback_qgis.py --out docs/bench
@@ -619,7 +620,7 @@ OMP_NUM_THREADS=2 .venv/bin/python -m bench.run --full --parts quality --tasks c
 
 {durations}
 
-Raw results: `docs/bench/quality.json`, `sweep-cpu.json` (`sweep-cuda.json`), `prompts.json`,
+Raw results: `docs/bench/quality.json`, `srel-timing.json`, `sweep-cpu.json` (`sweep-cuda.json`), `prompts.json`,
 `writeback-qgis.json`, `demo.json`, `quality.csv`; the plot `docs/bench/scaling.png`.
 """
 
