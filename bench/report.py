@@ -214,9 +214,8 @@ def quality_section(quality: dict) -> list[str]:
 
 def srel_goal_timing(results: dict) -> dict | None:
     """The latest Manhattan SREL timing: of the SREL part (`srel-timing.json`, when it ran on
-    the Manhattan folder) and of the
-    quality run's SREL trainings, whichever was measured last. {"seconds": [...],
-    "cpu_seconds": [...], "epochs", "threads", "source"} or None."""
+    the Manhattan folder) and of the quality run's SREL trainings, whichever was measured
+    last. {"seconds": [...], "cpu_seconds": [...], "epochs", "threads", "source"} or None."""
     found = []
     timing = results.get("srel")
     if timing and timing.get("runs") and Path(timing.get("data", "")).name == "manhattan":

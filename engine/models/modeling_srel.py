@@ -411,7 +411,8 @@ def _drop_attention(alpha: Tensor, p: float) -> tuple[Tensor, float]:
     each weight zeroed with probability p, and the factor 1 / (1 - p) that the caller applies
     to the attended values (N x H x head_dim), which are much smaller than the H x N x N
     weights: F.dropout's result, one full pass fewer each way. The H x N x N masks were the
-    largest single cost of an SREL step on Manhattan before :func:`_keep_mask`."""
+    largest single cost of an SREL step on Manhattan before they were drawn 16 bits at a time
+    (:func:`_keep_mask`)."""
     if p <= 0.0:
         return alpha, 1.0
     if p >= 1.0:
@@ -422,8 +423,8 @@ def _drop_attention(alpha: Tensor, p: float) -> tuple[Tensor, float]:
 class MaskDropout(nn.Module):
     """nn.Dropout with the mask of :func:`_keep_mask` on the CPU (F.dropout on a GPU, where it
     is one fused kernel). On the CPU F.dropout's bernoulli_ mask of a (180, 64) MLP output took
-    ~0.15-0.2 ms, five times an SREL step on Manhattan. Same distribution, another random
-    stream: a seed gives other masks than nn.Dropout's."""
+    ~0.15-0.2 ms, and an SREL step on Manhattan draws five of them. Same distribution, another
+    random stream: a seed gives other masks than nn.Dropout's."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
