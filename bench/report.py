@@ -212,6 +212,12 @@ def quality_section(quality: dict) -> list[str]:
     return lines
 
 
+def _cpu_name(env: dict | None) -> str:
+    """"Intel(R) Xeon(R) Processor x 2" (name x cores) of a result's environment."""
+    env = env or {}
+    return f"{env.get('cpu') or 'CPU not recorded'} x {env.get('cpu_count')}"
+
+
 def srel_goal_timing(results: dict) -> dict | None:
     """The latest Manhattan SREL timing: of the SREL part (`srel-timing.json`, when it ran on
     the Manhattan folder) and of the quality run's SREL trainings, whichever was measured
@@ -224,13 +230,13 @@ def srel_goal_timing(results: dict) -> dict | None:
         found.append({"seconds": [r["seconds"] for r in runs],
                       "cpu_seconds": [r["cpu_seconds"] for r in runs],
                       "epochs": runs[0]["epochs"], "threads": timing.get("threads"),
-                      "date": env.get("date") or "",
+                      "date": env.get("date") or "", "cpu": _cpu_name(env),
                       "source": f"srel-timing.json, {env.get('date')}"})
     quality = results.get("quality") or {}
     variant = (quality.get("srel") or {}).get("srel")
     if variant and variant.get("seconds"):
         env = quality.get("environment") or {}
-        found.append({**variant, "date": env.get("date") or "",
+        found.append({**variant, "date": env.get("date") or "", "cpu": _cpu_name(env),
                       "source": f"the quality run, {env.get('date')}"})
     return max(found, key=lambda t: t["date"]) if found else None
 
@@ -253,12 +259,14 @@ def srel_section(timing: dict | None) -> list[str]:
     history = timing.get("history") or []
     if history:
         lines += ["", "Earlier runs of this part (fastest of each):", "",
-                  "| measured | commit | fastest wall s | machine check at the end |", "|---|---|---|---|"]
+                  "| measured | commit | CPU | fastest wall s | machine check at the end |",
+                  "|---|---|---|---|---|"]
         for h in history:
             check = h.get("calibration")
             check = (f"matmul {check['matmul_gflops']:.0f} GFLOP/s, "
                      f"{check['small_ops_per_ms']:.1f} small ops/ms" if check else "not recorded")
-            lines.append(f"| {h.get('date')} | `{h.get('git_commit')}` | "
+            cpu = (f"{h['cpu']} x {h.get('cpu_count')}" if h.get("cpu") else "not recorded")
+            lines.append(f"| {h.get('date')} | `{h.get('git_commit')}` | {cpu} | "
                          f"{h['fastest_seconds']:.1f} | {check} |")
     return lines + [""]
 
@@ -326,7 +334,8 @@ def goals_section(results: dict) -> list[str]:
         by = f"{rps / GOALS['prompt_rps']:.2f}x the goal"
         weights = f", {prompts['dtype']} weights" if prompts.get("dtype") else ""
         lines.append(f"| prompt encoding >= 50 regions/s, default model ({prompts['model']}), this "
-                     f"CPU | {rps:.1f} regions/s (describe + encode + cache write{weights}) | "
+                     f"CPU | {rps:.1f} regions/s on {_cpu_name(prompts.get('environment'))} "
+                     f"(describe + encode + cache write{weights}) | "
                      f"{_verdict(rps >= GOALS['prompt_rps'], by)} |")
     srel = srel_goal_timing(results)
     if srel:
@@ -337,7 +346,7 @@ def goals_section(results: dict) -> list[str]:
             cpu = (f"; CPU time {min(srel['cpu_seconds']):.0f} s over {srel['threads']} "
                    "threads" if srel.get("cpu_seconds") else "")
             lines.append(f"| SREL on Manhattan, 2000 full-batch epochs < 60 s (HAFusion: 11-12 min)"
-                         f" | {seconds:.1f} s wall (fastest of {len(srel['seconds'])}, "
+                         f" | {seconds:.1f} s wall on {srel['cpu']} (fastest of {len(srel['seconds'])}, "
                          f"{srel['threads']} threads{cpu}; {srel['source']}) | "
                          f"{_verdict(met, by)} |")
         else:

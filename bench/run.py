@@ -178,6 +178,7 @@ def srel_history(old: dict | None, new: dict) -> list[dict]:
         return []
     env = old.get("environment") or {}
     latest = {"date": env.get("date"), "git_commit": env.get("git_commit"),
+              "cpu": env.get("cpu"), "cpu_count": env.get("cpu_count"),
               "calibration": env.get("calibration"), "threads": old.get("threads"),
               "fastest_seconds": min(r["seconds"] for r in old["runs"]),
               "runs": len(old["runs"]), "data": old.get("data")}
