@@ -240,12 +240,14 @@ def test_the_srel_goal_row_is_the_latest_timing_and_earlier_runs_stay_beside_it(
     assert all(r["epochs"] == 3 and r["seconds"] > 0 and r["cpu_seconds"] > 0
                for r in first["runs"])
 
-    def at(date: str, seconds: list[float]) -> dict:
-        return {"data": str(folder), "n_regions": 20, "threads": 2, "environment": {"date": date},
+    def at(date: str, seconds: list[float], cpu: str) -> dict:
+        return {"data": str(folder), "n_regions": 20, "threads": 2,
+                "environment": {"date": date, "cpu": cpu, "cpu_count": 2},
                 "runs": [{"seed": i, "epochs": 2000, "seconds": t, "cpu_seconds": 2 * t,
                           "final_loss": 8.7} for i, t in enumerate(seconds)]}
 
-    older, newer = at("2026-12-02T08:00:00", [71.0, 69.5]), at("2026-12-02T12:00:00", [58.2, 61.0])
+    older = at("2026-12-02T08:00:00", [71.0, 69.5], "AMD EPYC")
+    newer = at("2026-12-02T12:00:00", [58.2, 61.0], "Intel(R) Xeon(R) Processor")
     newer["history"] = srel_history(older, newer)
     assert [h["fastest_seconds"] for h in newer["history"]] == [69.5]
     quality = {"environment": {"date": "2026-12-02T10:00:00"},
@@ -253,9 +255,11 @@ def test_the_srel_goal_row_is_the_latest_timing_and_earlier_runs_stay_beside_it(
                                  "threads": 2}}}
     results = {"srel": newer, "quality": quality}
     document = "\n".join(goals_section(results) + speed_section(results, None))
-    assert "| 58.2 s wall (fastest of 2, 2 threads; CPU time 116 s over 2 threads; " \
-           "srel-timing.json, 2026-12-02T12:00:00) | **met** (-1.8 s) |" in document
-    assert "| 2026-12-02T08:00:00 |" in document and "| 69.5 |" in document
+    assert "| 58.2 s wall on Intel(R) Xeon(R) Processor x 2 (fastest of 2, 2 threads; CPU time " \
+           "116 s over 2 threads; srel-timing.json, 2026-12-02T12:00:00) | **met** (-1.8 s) |" \
+        in document
+    # The earlier run keeps the CPU it ran on: the reference machine's CPU has changed.
+    assert "| 2026-12-02T08:00:00 | `None` | AMD EPYC x 2 | 69.5 |" in document
     # A quality run measured after the SREL part gives the goal row its own timing.
     quality["environment"]["date"] = "2026-12-02T13:00:00"
     document = "\n".join(goals_section(results))
