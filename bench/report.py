@@ -359,7 +359,8 @@ def goals_section(results: dict) -> list[str]:
         how = "through QGIS" if demo.get("through_qgis") else "engine command line (no QGIS)"
         aside = "; a note on the run in section 5" if demo.get("note") else ""
         lines.append(f"| `make demo` under 5 min after set-up, this CPU | {demo['seconds']:.0f} s "
-                     f"({how}, empty vector cache, {demo.get('threads')} threads{aside}) | "
+                     f"on {_cpu_name(demo.get('environment'))} ({how}, empty vector cache, "
+                     f"{demo.get('threads')} threads{aside}) | "
                      f"{_verdict(met, by)} |")
     lines.append("")
     return lines
