@@ -212,10 +212,13 @@ def quality_section(quality: dict) -> list[str]:
     return lines
 
 
-def _cpu_name(env: dict | None) -> str:
-    """"Intel(R) Xeon(R) Processor x 2" (name x cores) of a result's environment."""
-    env = env or {}
-    return f"{env.get('cpu') or 'CPU not recorded'} x {env.get('cpu_count')}"
+def _cpu_name(record: dict | None) -> str:
+    """"Intel(R) Xeon(R) Processor x 2" (name x cores) of a result's environment or of an
+    earlier run's summary (both keep "cpu" and "cpu_count"); "CPU not recorded" without one."""
+    record = record or {}
+    if not record.get("cpu"):
+        return "CPU not recorded"
+    return f"{record['cpu']} x {record.get('cpu_count')}"
 
 
 def srel_goal_timing(results: dict) -> dict | None:
@@ -265,8 +268,7 @@ def srel_section(timing: dict | None) -> list[str]:
             check = h.get("calibration")
             check = (f"matmul {check['matmul_gflops']:.0f} GFLOP/s, "
                      f"{check['small_ops_per_ms']:.1f} small ops/ms" if check else "not recorded")
-            cpu = (f"{h['cpu']} x {h.get('cpu_count')}" if h.get("cpu") else "not recorded")
-            lines.append(f"| {h.get('date')} | `{h.get('git_commit')}` | {cpu} | "
+            lines.append(f"| {h.get('date')} | `{h.get('git_commit')}` | {_cpu_name(h)} | "
                          f"{h['fastest_seconds']:.1f} | {check} |")
     return lines + [""]
 
