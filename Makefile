@@ -56,10 +56,10 @@ demo: setup setup-qgis
 	bash scripts/demo.sh $(OUT)/demo
 
 bench: setup
-	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --quick $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS))
+	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --quick $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS)) $(if $(CLUSTERS),--clusters $(CLUSTERS))
 
 bench-full: setup setup-qgis
-	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --full $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS))
+	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --full $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS)) $(if $(CLUSTERS),--clusters $(CLUSTERS))
 
 install-engine:
 	python3 scripts/install_engine.py $(PROFILE)

@@ -14,8 +14,9 @@ Prompt4RE fit, the boosting), and summarised as mean ± std. Rows:
   semantic vector), and each language model;
 - the paper protocol (choices on the test fold), labelled OPTIMISTIC, for the same models.
 
-Land-use clustering: KMeans(k = classes) on each embedding, NMI and ARI
-(`engine.training.metrics.clustering_metrics`).
+Land-use clustering: KMeans(k = classes present) on each embedding, NMI and ARI
+(`engine.training.metrics.clustering_metrics`), and beside it at the published figures' k when
+one is given (`literature_clusters`; Manhattan's published NMI / ARI use KMeans(12)).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 Log = Callable[[str], None]
 
+MANHATTAN_LITERATURE_CLUSTERS = 12  # ../shared/data/manhattan/README.md: KMeans(12)
 MANHATTAN = Path("/work/shared/data/manhattan")
 LITERATURE_TASKS = ("crime", "check_in", "service_call", "carbon", "income")
 SREL_VARIANTS = {  # name -> SRELConfig overrides
@@ -61,6 +63,9 @@ class QualitySettings:
     predictor_options: dict = field(default_factory=dict)  # PredictorConfig fields for the default
     prompt4re_epochs: int = 3000  # Prompt4RE-alone rows: epoch ceiling (released: 3000)
     prompt4re_rows: bool = True  # run Prompt4RE alone and the default + Prompt4RE candidate
+    # KMeans k of the published clustering figures, reported beside k = the classes present
+    # (None: only the latter). Manhattan's published NMI / ARI use KMeans(12) on 13 classes.
+    literature_clusters: int | None = None
 
 
 def _summary(runs: list[dict]) -> dict:
@@ -160,6 +165,7 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
 
     from engine.data.benchmark import load_benchmark_folder
     from engine.language.encode import encode_regions
+    from engine.language.models import default_dtype
     from engine.models.modeling_srel import SRELConfig
     from engine.training.baselines import gbm_fit_predict, ridge_cv_fit_predict, ridge_fit_predict
     from engine.training.features import literature_features, robust_features
@@ -184,7 +190,9 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
     out: dict = {"data": str(data), "regions": dataset.n_regions, "tasks": tasks,
                  "missing_tasks": missing, "settings": asdict(settings),
                  "labelled": {t: int(np.isfinite(dataset.targets[t]).sum()) for t in tasks},
-                 "rows": [], "clustering": [], "srel": {}}
+                 "rows": [], "clustering": [], "srel": {},
+                 # the language models' weights dtype (the prompt vectors differ slightly by it)
+                 "language_model_dtype": str(default_dtype(settings.device)).replace("torch.", "")}
 
     def add(task: str, protocol: str, name: str, label: str, runs: list[dict],
             seconds: float) -> None:
@@ -248,14 +256,19 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
     class_name = next(iter(dataset.classes), None)
     if class_name is not None:
         classes = dataset.classes[class_name]
-        feature_runs = [clustering_metrics(literature, classes, seed=s) for s in settings.seeds]
-        out["clustering"].append({"model": "raw_features", "label": "raw features (z-scored)",
-                                  **_summary(feature_runs)})
-        for variant in variants:
-            runs = [clustering_metrics(embeddings[variant][s], classes, seed=s)
-                    for s in settings.seeds]
-            out["clustering"].append({"model": variant, "label": f"{variant} embeddings",
-                                      **_summary(runs)})
+        k = settings.literature_clusters
+        named = [("raw_features", "raw features (z-scored)", {s: literature for s in settings.seeds})]
+        named += [(variant, f"{variant} embeddings", embeddings[variant]) for variant in variants]
+        for model, label, vectors in named:
+            runs = [clustering_metrics(vectors[s], classes, seed=s) for s in settings.seeds]
+            row = {"model": model, "label": label, "clusters": runs[0]["clusters"],
+                   **_summary(runs)}
+            if k is not None:
+                row["literature_k"] = k
+                row["at_literature_k"] = _summary(
+                    [clustering_metrics(vectors[s], classes, seed=s, n_clusters=k)
+                     for s in settings.seeds])
+            out["clustering"].append(row)
 
     # 4. SREL -> Ridge(1), the literature's protocol for embeddings.
     for task in tasks:

@@ -103,9 +103,9 @@ def _env_line(env: dict | None) -> str:
         commit = f"`{env['git_commit_at_start']}` at its start, {commit} at its end"
     return (f"{env.get('date')}, commit {commit}, device {env.get('device')}"
             + (f" ({env['gpu']})" if env.get("gpu") else "")
-            + f", CPU {env.get('cpu')} x {env.get('cpu_count')}, torch {versions.get('torch')}, "
-            f"transformers {versions.get('transformers')}, torch threads "
-            f"{env.get('torch_threads')}, load average {load}" + _calibration_text(env))
+            + (f", CPU {_cpu_name(env)}" if env.get("cpu") else ", CPU not recorded")
+            + f", torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
+            f"torch threads {env.get('torch_threads')}, load average {load}" + _calibration_text(env))
 
 
 def _busy_note(envs: list[dict]) -> str:
@@ -154,8 +154,19 @@ def _task_runs(quality: dict) -> list[str]:
         what = ("every row (`make bench-full`)" if run["mode"] == "full"
                 else "quick mode: " + (run.get("note") or "").replace("Quick mode: ", ""))
         lines.append(f"- **{', '.join(tasks)}**: {run['mode']} mode, seeds {run['seeds']}, "
-                     f"measured {run['date']}, commit `{run['commit']}`; {what}")
+                     f"measured {run['date']}, commit `{run['commit']}`{_run_machine(run)}; "
+                     f"{what}")
     return lines + [""]
+
+
+def _run_machine(run: dict) -> str:
+    """", on AMD EPYC x 2, language model in float32" for a task run that recorded them."""
+    parts = []
+    if run.get("cpu"):
+        parts.append(f"on {_cpu_name(run)}")
+    if run.get("language_model_dtype"):
+        parts.append(f"language model in {run['language_model_dtype']}")
+    return (", " + ", ".join(parts)) if parts else ""
 
 
 def quality_section(quality: dict) -> list[str]:
@@ -202,12 +213,91 @@ def quality_section(quality: dict) -> list[str]:
               "embedding epoch on these same test labels, so its published numbers are "
               "optimistic, like the paper protocol here; the clean rows above are not.", ""]
     if quality.get("clustering"):
-        lines += ["### Land-use clustering (KMeans, k = zoning classes)", "",
-                  "| embedding | NMI | ARI | runs |", "|---|---|---|---|"]
-        for r in quality["clustering"]:
-            lines.append(f"| {r['label']} | {_pm(r, 'nmi')} | {_pm(r, 'ari')} | {r['runs']} |")
-        for method, (nmi, ari) in PUBLISHED_CLUSTERING.items():
-            lines.append(f"| *published: {method}* | {nmi:.2f} | {ari:.2f} | - |")
+        rows = quality["clustering"]
+        k = next((r["literature_k"] for r in rows if r.get("literature_k")), None)
+        present = next((r["clusters"] for r in rows if r.get("clusters")), None)
+        at = f"k = {present}, the classes present" if present else "k = the classes present"
+        lines += ["### Land-use clustering (KMeans on each embedding)", ""]
+        if k:
+            lines += [f"The published figures use KMeans({k}); the data hold {present or '?'} "
+                      "classes (one of them a single region). Both are shown; compare the "
+                      f"published rows with the KMeans({k}) columns.", "",
+                      f"| embedding | NMI ({at}) | ARI | NMI (KMeans({k}), as published) | ARI "
+                      "| runs |", "|---|---|---|---|---|---|"]
+            for r in rows:
+                lit = r.get("at_literature_k") or {}
+                lines.append(f"| {r['label']} | {_pm(r, 'nmi')} | {_pm(r, 'ari')} | "
+                             f"{_pm(lit, 'nmi') if lit else '-'} | "
+                             f"{_pm(lit, 'ari') if lit else '-'} | {r['runs']} |")
+            for method, (nmi, ari) in PUBLISHED_CLUSTERING.items():
+                lines.append(f"| *published: {method}* | - | - | {nmi:.2f} | {ari:.2f} | - |")
+        else:
+            lines += [f"| embedding | NMI ({at}) | ARI | runs |", "|---|---|---|---|"]
+            for r in rows:
+                lines.append(f"| {r['label']} | {_pm(r, 'nmi')} | {_pm(r, 'ari')} | "
+                             f"{r['runs']} |")
+            for method, (nmi, ari) in PUBLISHED_CLUSTERING.items():
+                lines.append(f"| *published: {method}, KMeans(12)* | {nmi:.2f} | {ari:.2f} | - |")
+        lines.append("")
+    return lines
+
+
+CHECK_ROWS = (("raw_ridgecv", "the bar: raw features -> RidgeCV"),
+              ("srel_ridge1", "SREL embeddings -> Ridge(alpha=1)"),
+              ("method", "engine default"),
+              ("method_no_prompt", "engine default, no prompt (constant vector)"))
+
+
+def _task_run(quality: dict, task: str) -> dict:
+    """The run a task's rows in `quality` come from (its own record, else the file's)."""
+    runs = quality.get("task_runs") or {}
+    if task in runs:
+        return runs[task]
+    env = quality.get("environment") or {}
+    return {"mode": quality.get("mode"), "seeds": quality["settings"]["seeds"],
+            "date": env.get("date"), "commit": env.get("git_commit"), "cpu": env.get("cpu"),
+            "cpu_count": env.get("cpu_count"),
+            "language_model_dtype": quality.get("language_model_dtype")}
+
+
+def quality_checks_section(quality: dict | None, checks: list[dict]) -> list[str]:
+    """The main table's clean rows beside the same rows of other runs (`quality-check-*.json`:
+    another CPU, another weights dtype), R² per task, so what moves with the machine shows."""
+    if not quality or not checks:
+        return []
+    lines = ["### Cross-checks: the same rows measured on another machine", "",
+             "Each check is a separate quality run (`docs/bench/quality-check-*.json`) beside the "
+             "main table above, on the same folds and seeds. Only the prompt vectors can differ "
+             "between machines by more than rounding (the language model's weights run in "
+             "bfloat16 on CPUs that compute it natively, float32 elsewhere); the baselines and "
+             "SREL are the same computation.", ""]
+    main = {(r["task"], r["model"]): r for r in quality["rows"] if r["protocol"] == "clean"}
+    for check in checks:
+        env = check.get("environment") or {}
+        lines += [f"**`{check['file']}`**: {check.get('mode', '?')} mode, seeds "
+                  f"{list(check['settings']['seeds'])}, measured {env.get('date')}, commit "
+                  f"`{env.get('git_commit')}`{_run_machine(_task_run(check, ''))}."
+                  + (f" {check['note']}" if check.get("note") else ""), "",
+                  "| task | row | R² main table | R² this check | difference | main table from |",
+                  "|---|---|---|---|---|---|"]
+        rows = {(r["task"], r["model"]): r for r in check["rows"] if r["protocol"] == "clean"}
+        for task in check["tasks"]:
+            origin = _task_run(quality, task)
+            where = (f"{origin.get('date', '?')[:10]}{_run_machine(origin)}"
+                     if task in quality["tasks"] else "-")
+            for model, label in CHECK_ROWS:
+                here, there = rows.get((task, model)), main.get((task, model))
+                if here is None:
+                    continue
+                delta = (f"{here['r2'] - there['r2']:+.3f}" if there else "-")
+                lines.append(f"| {task} | {label} | {_pm(there, 'r2') if there else '-'} | "
+                             f"{_pm(here, 'r2')} | {delta} | {where} |")
+        main_nmi = {r["model"]: r for r in quality.get("clustering") or []}
+        for r in check.get("clustering") or []:
+            there = main_nmi.get(r["model"])
+            delta = f"{r['nmi'] - there['nmi']:+.3f}" if there else "-"
+            lines.append(f"| land use | NMI, {r['label']} | {_pm(there, 'nmi') if there else '-'} "
+                         f"| {_pm(r, 'nmi')} | {delta} | |")
         lines.append("")
     return lines
 
@@ -685,6 +775,7 @@ def render(results: dict, out_dir: Path, plot: str | None) -> str:
     if results.get("quality"):
         lines += [f"Quality measured {_env_line(results['quality'].get('environment'))}.", ""]
         lines += quality_section(results["quality"])
+        lines += quality_checks_section(results["quality"], results.get("quality_checks") or [])
     lines += speed_section(results, plot)
     lines += prompts_section(results.get("prompts"))
     lines += writeback_section(results.get("writeback"))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench.env import REPO, calibration, environment
-from bench.quality import MANHATTAN, QualitySettings, run_quality
+from bench.quality import MANHATTAN, MANHATTAN_LITERATURE_CLUSTERS, QualitySettings, run_quality
 from bench.report import cpu_features_text, prompt_summary
 
 PARTS = ("quality", "srel", "sweep", "prompts", "writeback", "demo")
@@ -98,7 +98,9 @@ def merge_quality(old: dict | None, new: dict) -> dict:
         env = result.get("environment", {})
         run = {"mode": result.get("mode", "quick" if result.get("quick_note") else "full"),
                "seeds": list(result["settings"]["seeds"]), "date": env.get("date"),
-               "commit": env.get("git_commit"), "note": result.get("quick_note")}
+               "commit": env.get("git_commit"), "note": result.get("quick_note"),
+               "cpu": env.get("cpu"), "cpu_count": env.get("cpu_count"),
+               "language_model_dtype": result.get("language_model_dtype")}
         return {task: run for task in result["tasks"]}
 
     if old is None or not old.get("rows"):
@@ -329,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --tasks: replace only these tasks' rows in the existing "
                         "quality.json, keeping the other tasks' rows and saying which run each "
                         "task comes from (a full run a few tasks at a time)")
+    parser.add_argument("--clusters", type=int, default=None,
+                        help="KMeans k of the published clustering figures, reported beside k = "
+                        "the classes present (default: 12 on the bundled Manhattan, as published)")
     parser.add_argument("--note", default=None,
                         help="a sentence about this run shown under the mode line (e.g. how busy)")
     args = parser.parse_args(argv)
@@ -360,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"quality on {data} ...")
         seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
         settings = quality_settings(full, tasks, args.device, seeds, args.srel_ablations)
+        settings.literature_clusters = args.clusters or (
+            MANHATTAN_LITERATURE_CLUSTERS if data.resolve() == MANHATTAN.resolve() else None)
         before = calibration()
         quality = run_quality(data, settings, log=log)
         quality["environment"] = environment(args.device, before=before)
@@ -403,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         demo["environment"] = environment(args.device, before=before)
         _write(bench_dir / "demo.json", demo)
     results["quality"] = _read(bench_dir / "quality.json")
+    results["quality_checks"] = [{**(_read(path) or {}), "file": path.name}
+                                 for path in sorted(bench_dir.glob("quality-check-*.json"))]
     results["srel"] = _read(bench_dir / "srel-timing.json")
     results["prompts"] = _read(bench_dir / "prompts.json")
     results["sweep_cpu"] = _merged_sweeps(bench_dir, "cpu")

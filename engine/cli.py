@@ -75,6 +75,9 @@ def _add_common(cmd: argparse.ArgumentParser, needs_data: bool) -> None:
                       help="PATH[|stats=mean,sum,std]: zonal statistics per band")
     data.add_argument("--targets", help="numeric target fields, A,B")
     data.add_argument("--classes", help="class field(s) for land-use clustering (NMI/ARI)")
+    data.add_argument("--clusters", type=int, default=None,
+                      help="KMeans k for --classes (default: the number of classes present; "
+                      "the Manhattan literature uses 12)")
     data.add_argument("--benchmark", help="a folder in the literature's layout (poi_dist.npy...)")
     run = cmd.add_argument_group("run")
     run.add_argument("--out-dir", type=Path, help="where outputs are written (required)")
@@ -155,8 +158,8 @@ def job_from_args(args: argparse.Namespace) -> dict:
             raise InputError(f"--task-description needs TARGET=TEXT, got {item!r}")
         target, text = item.split("=", 1)
         descriptions[target.strip()] = text.strip()
-    for key in ("out_dir", "model", "seed", "embedding_size", "epochs", "folds", "shuffle",
-                "protocol", "language_model", "image_raster", "cache_dir", "device", "overwrite",
+    for key in ("out_dir", "model", "seed", "embedding_size", "epochs", "folds", "clusters",
+                "shuffle", "protocol", "language_model", "image_raster", "cache_dir", "device", "overwrite",
                 "prompt4re"):
         value = getattr(args, key, None)
         if value not in (None, False):

@@ -23,6 +23,7 @@ DEFAULTS = {
     "embedding_size": 144,  # d of the region embeddings, as in the literature
     "epochs": None,  # SREL epochs; None = the model's schedule
     "folds": 10,  # outer cross-validation folds
+    "clusters": None,  # KMeans k for the class fields' NMI / ARI; None = the classes present
     "shuffle": True,  # shuffle regions before folding (the Manhattan benchmark uses False)
     "protocol": "clean",  # clean | paper (optimistic, for reproducing published numbers)
     "language_model": "smollm2",  # smollm2 | minilm | none | Hugging Face id or path

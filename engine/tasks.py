@@ -231,7 +231,8 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
     sink.progress("fit", 1.0, "done")
 
     clustering = {name: {k.upper(): v for k, v in
-                         clustering_metrics(embeddings, classes, seed=seed).items()}
+                         clustering_metrics(embeddings, classes, seed=seed,
+                                            n_clusters=opts.get("clusters")).items()}
                   for name, classes in dataset.classes.items()}
     timings["total_seconds"] = time.monotonic() - started
     metrics = {

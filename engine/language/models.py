@@ -404,8 +404,7 @@ def load_language_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype is None:
-        native = device != "cpu" or _cpu_has_bf16()
-        dtype = torch.bfloat16 if native else torch.float32
+        dtype = default_dtype(device)
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     key = name_or_path.strip()
     if key.lower() == "smollm2":
@@ -605,6 +604,14 @@ def _hub_fingerprint(source: str) -> str:
     except (ImportError, ValueError):
         pass
     return source
+
+
+def default_dtype(device: str = "cpu") -> torch.dtype:
+    """The weights' dtype `load_language_model` picks on `device` when none is given: bfloat16
+    on CUDA and on CPUs that compute it natively, float32 on other CPUs."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.bfloat16 if device != "cpu" or _cpu_has_bf16() else torch.float32
 
 
 def _cpu_has_bf16() -> bool:

@@ -29,8 +29,9 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 
 
 def clustering_metrics(embeddings: np.ndarray, classes: np.ndarray, *, seed: int = 0,
-                       n_init: int = 10) -> dict[str, float]:
-    """NMI and ARI of KMeans(k = number of classes) on the embeddings against the class labels.
+                       n_init: int = 10, n_clusters: int | None = None) -> dict[str, float]:
+    """NMI and ARI of KMeans on the embeddings against the class labels; k = `n_clusters`, or
+    the number of classes present when None.
 
     Regions whose class is missing (None, NaN or "") are left out. Shapes: embeddings (N, d),
     classes (N,).
@@ -44,16 +45,22 @@ def clustering_metrics(embeddings: np.ndarray, classes: np.ndarray, *, seed: int
         raise ValueError(f"{embeddings.shape[0]} embeddings but {classes.shape[0]} class labels")
     known = np.array([c is not None and c == c and str(c) != "" for c in classes])
     labels = classes[known].astype(str)
-    k = len(np.unique(labels))
+    k = present = len(np.unique(labels))
     if k < 2 or known.sum() <= k:
         raise InputError(f"clustering needs at least 2 classes and more regions than classes "
                          f"(got {k} classes, {int(known.sum())} regions)",
                          hint="Choose a class field with several classes.")
+    if n_clusters is not None:
+        if not 2 <= n_clusters < known.sum():
+            raise InputError(f"KMeans needs 2 <= k < {int(known.sum())} regions (got k = "
+                             f"{n_clusters})", hint="Choose a smaller number of clusters.")
+        k = int(n_clusters)
     clusters = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(
         embeddings[known])
     return {
         "nmi": float(normalized_mutual_info_score(labels, clusters)),
         "ari": float(adjusted_rand_score(labels, clusters)),
-        "classes": k,
+        "classes": present,
+        "clusters": k,
         "regions": int(known.sum()),
     }

@@ -48,7 +48,7 @@ def test_quality_sweep_and_document(tmp_path):
                                srel_epochs=2, language_model="none", ablation_models=(),
                                ablations=False, paper_protocol=True, gbm=False,
                                cache_dir=str(tmp_path / "cache"),
-                               predictor_options={"inner_folds": 2})
+                               predictor_options={"inner_folds": 2}, literature_clusters=2)
     quality = run_quality(data, settings, log=lambda message: None)
 
     assert quality["tasks"] == ["crime", "check_in"]
@@ -62,6 +62,9 @@ def test_quality_sweep_and_document(tmp_path):
     paper = [r for r in quality["rows"] if r["protocol"] == "paper"]
     assert paper and all(r["task"] == "crime" or r["task"] == "check_in" for r in paper)
     assert {c["model"] for c in quality["clustering"]} == {"raw_features", "srel"}
+    for row in quality["clustering"]:  # k = the classes present, and the published figures' k
+        assert row["clusters"] > 2 and row["literature_k"] == 2
+        assert 0 <= row["at_literature_k"]["nmi"] <= 1
     assert quality["srel"]["srel"]["epochs"] == 2
 
     row = measure_size(20, device="cpu", srel_epochs="2", encode_model="none", encode_max=0,
@@ -77,6 +80,8 @@ def test_quality_sweep_and_document(tmp_path):
     assert "Paper protocol: OPTIMISTIC" in text
     assert "| raw features -> Ridge(alpha=1) (literature) |" in text
     assert "published: HAFusion" in text
+    k = quality["clustering"][0]["clusters"]
+    assert f"| embedding | NMI (k = {k}, the classes present) | ARI | NMI (KMeans(2), as " in text
     assert "| 20 | dense | 2 (2000) |" in text
     assert "not run in this mode" in text  # N = 10,000 goal: honest about not measuring it
 
@@ -172,6 +177,41 @@ def test_a_full_run_of_some_tasks_replaces_only_their_rows_and_the_document_says
     other_city = result("full", ["crime"], 0.7, "2026-11-24T17:00") | {"data": "chicago"}
     with pytest.raises(SystemExit, match="same data"):
         merge_quality(quick, other_city)
+
+
+def test_each_task_run_names_its_cpu_and_weights_dtype_and_a_check_on_another_cpu_sits_beside():
+    from bench.report import quality_checks_section, quality_section
+    from bench.run import merge_quality
+
+    def result(tasks, r2, cpu, dtype, date):
+        rows = [{"task": t, "protocol": "clean", "model": model, "label": model,
+                 "optimistic": False, "seconds": 1.0, "mae": 1.0, "rmse": 1.0, "r2": r2 + bump,
+                 "r2_std": 0.01, "runs": 3}
+                for t in tasks for model, bump in (("raw_ridgecv", 0.0), ("method", 0.02))]
+        return {"data": "mh", "regions": 180, "tasks": tasks, "rows": rows, "mode": "full",
+                "settings": {"seeds": [0, 1, 2], "folds": 10, "shuffle": False,
+                             "srel_epochs": None, "language_model": "smollm2"},
+                "labelled": {t: 180 for t in tasks}, "language_model_dtype": dtype,
+                "clustering": [{"model": "srel", "label": "srel embeddings", "nmi": r2,
+                                "runs": 3}],
+                "environment": {"date": date, "git_commit": "abc", "cpu": cpu, "cpu_count": 2}}
+
+    main = merge_quality(result(["crime"], 0.70, "AMD EPYC", "float32", "2026-12-01T10:00"),
+                         result(["income"], 0.60, "Intel Xeon", "bfloat16", "2026-12-01T12:00"))
+    text = "\n".join(quality_section(main))
+    assert "**crime**: full mode" in text and "on AMD EPYC x 2, language model in float32" in text
+    assert "on Intel Xeon x 2, language model in bfloat16" in text
+
+    check = {**result(["crime"], 0.69, "Intel Xeon", "bfloat16", "2026-12-02T22:00"),
+             "file": "quality-check-amx.json"}
+    lines = quality_checks_section(main, [check])
+    row = next(line for line in lines if line.startswith("| crime | engine default"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:5] == ["0.720 ± 0.010", "0.710 ± 0.010", "-0.010"]
+    assert "float32" in cells[5]  # where the main table's crime rows come from
+    assert any("quality-check-amx.json" in line and "bfloat16" in line for line in lines)
+    assert any(line.startswith("| land use | NMI") and "+0.090" in line for line in lines)  # the latest run's
+    assert quality_checks_section(main, []) == []
 
 
 def _prompt_run(date, features, dtype, reuse, cold):

@@ -41,3 +41,17 @@ def test_clustering_metrics_find_separated_classes_and_skip_missing():
 def test_clustering_needs_two_classes():
     with pytest.raises(InputError):
         clustering_metrics(np.zeros((5, 2)), np.zeros(5))
+
+
+def test_clustering_at_a_given_k_merges_classes_when_k_is_smaller():
+    """The published Manhattan figures use KMeans(12) on 13 classes: k = 2 on three separated
+    classes must merge two of them (ARI below 1), k = None keeps one cluster per class."""
+    rng = np.random.default_rng(1)
+    classes = np.repeat([0, 1, 2], 20)
+    centres = np.array([[0, 0], [10, 0], [0, 10]], dtype=float)
+    embeddings = centres[classes] + rng.normal(0, 0.5, (60, 2))
+    two = clustering_metrics(embeddings, classes, n_clusters=2)
+    assert two["clusters"] == 2 and two["classes"] == 3
+    assert two["ari"] < 0.9 and clustering_metrics(embeddings, classes)["ari"] == pytest.approx(1)
+    with pytest.raises(InputError, match="k = 60"):
+        clustering_metrics(embeddings, classes, n_clusters=60)

@@ -1,0 +1,28 @@
+"""`python -m engine evaluate` on the tiny layers: the clustering figures say which k they used."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_evaluate_clusters_at_the_k_asked_for_and_reports_the_classes_present(tiny_layers,
+                                                                               tmp_path):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(tiny_layers))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "evaluate", "--job", str(job), "--clusters", "3",
+         "--epochs", "2", "--embedding-size", "8", "--language-model", "none", "--folds", "3",
+         "--device", "cpu", "--out-dir", str(out)],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    zone = json.loads((out / "metrics.json").read_text())["clustering"]["zone"]
+    assert zone["CLASSES"] == 2 and zone["CLUSTERS"] == 3  # the tiny grid: north and south
+    assert 0 <= zone["NMI"] <= 1
