@@ -36,8 +36,8 @@ def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gp
         "REGIONS": regions_gpkg, "ID_FIELD": "region_id", "POINTS": points_gpkg,
         "POINT_CATEGORY_FIELD": "category", "TARGETS": ["crime", "check_in"],
         "TASK_DESCRIPTIONS": "crime: crimes reported per region", "LANGUAGE_MODEL": "minilm",
-        "EMBEDDING_SIZE": 4, "FOLDS": 3, "SHUFFLE": False, "SEED": 5,
-        "OUTPUT": str(tmp_path / "out.gpkg"), "MODEL_OUTPUT": str(tmp_path / "model"),
+        "EMBEDDING_SIZE": 4, "FOLDS": 3, "SHUFFLE": False, "SEED": 5, "CLASS_FIELD": "name",
+        "CLUSTERS": 3, "OUTPUT": str(tmp_path / "out.gpkg"), "MODEL_OUTPUT": str(tmp_path / "model"),
         "REPORT": str(tmp_path / "report.html")})
     output = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
     names = output.fields().names()
@@ -57,6 +57,7 @@ def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gp
     assert job["task_descriptions"] == {"crime": "crimes reported per region"}
     assert job["language_model"] == "minilm" and job["folds"] == 3 and job["shuffle"] is False
     assert job["seed"] == 5 and job["embedding_size"] == 4
+    assert job["classes"] == ["name"] and job["clusters"] == 3
     assert job["regions"]["path"] == regions_gpkg.split("|")[0]  # a file layer is read in place
     assert checksum(regions_gpkg.split("|")[0]) == before  # no write-back asked: unchanged
     assert output.renderer().type() in ("graduatedSymbol", "singleSymbol")

@@ -132,6 +132,9 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
             "CLASS_FIELD", tr("Land-use class field of the regions (clustering score)"),
             parentLayerParameterName="REGIONS", optional=True)
         self._advanced(class_field)
+        self._advanced(QgsProcessingParameterNumber(
+            "CLUSTERS", tr("Clusters for the clustering score (0: one per class present)"),
+            QgsProcessingParameterNumber.Integer, 0, False, 0, 10000))
 
     def add_run_parameters(self, *, language_model: bool = True, folds: bool = True) -> None:
         """The language model and the tuning knobs (advanced)."""
@@ -222,6 +225,10 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
                 self.parameterAsString(parameters, "TASK_DESCRIPTIONS", context), job["targets"])
         if field("CLASS_FIELD"):
             job["classes"] = [field("CLASS_FIELD")]
+            if self.parameterDefinition("CLUSTERS") is not None:
+                clusters = self.parameterAsInt(parameters, "CLUSTERS", context)
+                if clusters > 0:
+                    job["clusters"] = clusters
         return job
 
     def run_options(self, parameters: dict, context: QgsProcessingContext) -> dict[str, Any]:
