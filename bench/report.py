@@ -267,10 +267,11 @@ def quality_checks_section(quality: dict | None, checks: list[dict]) -> list[str
         return []
     lines = ["### Cross-checks: the same rows measured on another machine", "",
              "Each check is a separate quality run (`docs/bench/quality-check-*.json`) beside the "
-             "main table above, on the same folds and seeds. Only the prompt vectors can differ "
-             "between machines by more than rounding (the language model's weights run in "
-             "bfloat16 on CPUs that compute it natively, float32 elsewhere); the baselines and "
-             "SREL are the same computation.", ""]
+             "main table above, on the same folds and seeds. The baselines are the same "
+             "computation on any CPU. SREL's 2000 full-batch float32 epochs round differently on "
+             "another CPU's kernels and end in other embeddings of one seed (so its rows move "
+             "within the seed spread), and the prompt vectors change with the language model's "
+             "weights dtype (bfloat16 on CPUs that compute it natively, float32 elsewhere).", ""]
     main = {(r["task"], r["model"]): r for r in quality["rows"] if r["protocol"] == "clean"}
     for check in checks:
         env = check.get("environment") or {}
@@ -289,15 +290,22 @@ def quality_checks_section(quality: dict | None, checks: list[dict]) -> list[str
                 here, there = rows.get((task, model)), main.get((task, model))
                 if here is None:
                     continue
-                delta = (f"{here['r2'] - there['r2']:+.3f}" if there else "-")
+                delta = (f"{here['r2'] - there['r2']:+.3f}".replace("-0.000", "+0.000")
+                         if there else "-")
                 lines.append(f"| {task} | {label} | {_pm(there, 'r2') if there else '-'} | "
                              f"{_pm(here, 'r2')} | {delta} | {where} |")
         main_nmi = {r["model"]: r for r in quality.get("clustering") or []}
         for r in check.get("clustering") or []:
             there = main_nmi.get(r["model"])
             delta = f"{r['nmi'] - there['nmi']:+.3f}" if there else "-"
-            lines.append(f"| land use | NMI, {r['label']} | {_pm(there, 'nmi') if there else '-'} "
-                         f"| {_pm(r, 'nmi')} | {delta} | |")
+            lines.append(f"| land use | NMI, {r['label']}, k = {r.get('clusters', 'classes')} | "
+                         f"{_pm(there, 'nmi') if there else '-'} | {_pm(r, 'nmi')} | {delta} | |")
+            if r.get("at_literature_k"):
+                lit = (there or {}).get("at_literature_k")
+                delta = f"{r['at_literature_k']['nmi'] - lit['nmi']:+.3f}" if lit else "-"
+                lines.append(f"| land use | NMI, {r['label']}, KMeans({r['literature_k']}) as "
+                             f"published | {_pm(lit, 'nmi') if lit else 'not measured'} | "
+                             f"{_pm(r['at_literature_k'], 'nmi')} | {delta} | |")
         lines.append("")
     return lines
 
