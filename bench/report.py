@@ -686,7 +686,9 @@ def demo_section(demo: dict | None) -> list[str]:
         mine, bar = methods.get(DEMO_DEFAULT, {}), methods.get(DEMO_BAR, {})
         lines.append(f"| {task} | {_fmt(mine.get('R2'))} | {_fmt(bar.get('R2'))} |")
     for field, scores in demo.get("clustering", {}).items():
-        lines += ["", f"KMeans on the embeddings against `{field}`: NMI {scores['NMI']:.3f}, "
+        k = scores.get("CLUSTERS")
+        kmeans = f"KMeans({k:.0f})" if k else "KMeans (k = the classes present)"
+        lines += ["", f"{kmeans} on the embeddings against `{field}`: NMI {scores['NMI']:.3f}, "
                   f"ARI {scores['ARI']:.3f}."]
     lines.append("")
     return lines
