@@ -260,6 +260,10 @@ def test_the_demo_timing_is_a_goal_row_and_a_section_with_its_bar_beside_it():
     assert "| `make demo` under 5 min after set-up, this CPU | 291 s on AMD EPYC x 2 (through QGIS" in fast
     assert "**met** (-9 s)" in fast
     assert "| crime | 0.764 | 0.768 |" in fast and "NMI 0.710" in fast
+    assert "KMeans (k = the classes present) on the embeddings" in fast
+    at_twelve = demo(120.0)
+    at_twelve["clustering"]["landuse_class"]["CLUSTERS"] = 12
+    assert "KMeans(12) on the embeddings" in render({"mode": "full", "demo": at_twelve}, None, None)
     slow = render({"mode": "full", "demo": demo(328.0)}, None, None)
     assert "**not met** (+28 s)" in slow
     skipped = render({"mode": "full", "demo": {"skipped": "QGIS's Python is not installed"}},
