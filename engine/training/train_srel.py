@@ -34,10 +34,13 @@ class SRELResult:
     epochs: int = 0  # epochs trained (the schedule's count when config.epochs is None)
     loss_parts: dict[str, list[float]] = field(default_factory=dict)  # each objective per epoch
     notes: list[str] = field(default_factory=list)  # fallbacks taken while preparing the inputs
+    # epoch -> (N, embedding_size) embeddings after that many epochs (`snapshot_every`)
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device: str = "cpu",
-             seed: int = 0, progress: Progress | None = None) -> SRELResult:
+             seed: int = 0, progress: Progress | None = None,
+             snapshot_every: int = 0) -> SRELResult:
     """Train SREL on `dataset` for a fixed number of full-batch epochs and embed its regions.
 
     The epoch count is `config.epochs`, or when None the schedule of
@@ -52,11 +55,16 @@ def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device
         device: "cpu" or "cuda".
         seed: seeds the initial weights, dropout and the sparse path's sampling.
         progress: called about 100 times with (fraction done, message).
+        snapshot_every: when > 0, also embed the regions after every this many epochs (and
+            after the last) into `SRELResult.snapshots`, for studies of the epoch; the
+            training itself is unchanged (an eval-mode forward draws no random numbers).
     """
     config = config or SRELConfig()
     epochs = schedule_epochs(dataset.n_regions, config)
     if epochs < 0:
         raise InputError("epochs must be >= 0", field="epochs")
+    if snapshot_every < 0:
+        raise InputError("snapshot_every must be >= 0", field="snapshot_every")
     start = time.perf_counter()
     inputs = prepare_srel_inputs(dataset, config).to(device)
     torch.manual_seed(seed)
@@ -72,6 +80,7 @@ def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device
         model = SREL(config, inputs.view_specs).to(device)
         losses: list[float] = []
         parts_log: dict[str, list[float]] = {}
+        snapshots: dict[int, np.ndarray] = {}
         report_every = max(1, epochs // 100)
         model.train()
         with _one_buffer(model) as flat:
@@ -90,13 +99,18 @@ def fit_srel(dataset: RegionDataset, config: SRELConfig | None = None, *, device
                     parts_log.setdefault(k, []).append(v)
                 if progress is not None and ((epoch + 1) % report_every == 0 or epoch + 1 == epochs):
                     progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs} loss {losses[-1]:.4f}")
+                if snapshot_every and (epoch + 1) % snapshot_every == 0 and epoch + 1 < epochs:
+                    snapshots[epoch + 1] = _embed(model, inputs)
+                    model.train()
         embeddings = _embed(model, inputs)
+        if snapshot_every:
+            snapshots[epochs] = embeddings
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         torch.utils.deterministic.fill_uninitialized_memory = was_filling
     return SRELResult(embeddings=embeddings, model=model, losses=losses,
                       seconds=time.perf_counter() - start, config=config, epochs=epochs,
-                      loss_parts=parts_log, notes=list(inputs.notes))
+                      loss_parts=parts_log, notes=list(inputs.notes), snapshots=snapshots)
 
 
 @contextmanager

@@ -343,3 +343,34 @@ def test_benchmark_tasks_may_be_named_as_the_literature_names_them():
         ["crime", "check_in", "service_call"], [])
     assert resolve_tasks(["check", "CHECK_IN", "check_in", "income"], targets) == (
         ["check_in"], ["income"])
+
+
+def test_srel_epoch_selection_on_the_labels_is_reported_as_optimistic(tmp_path):
+    from bench.report import render
+    from bench.srel_epochs import epoch_plot, run_srel_epochs
+
+    data = tmp_path / "city"
+    data.mkdir()
+    _benchmark_folder(data, n=24)
+    result = run_srel_epochs(data, seeds=(0, 1), every=2, tasks=("crime", "check_in"), folds=3,
+                             epochs=6, log=lambda message: None)
+    run = result["per_seed"][0]
+    assert run["snapshot_epochs"] == [2, 4, 6] and run["epochs"] == 6
+    for task in ("crime", "check_in"):
+        curve = run["r2_by_epoch"][task]
+        rows = run["tasks"][task]
+        assert rows["clean"]["r2"] == pytest.approx(curve[-1], abs=1e-5)  # the schedule's end
+        assert rows["per_task"]["r2"] == pytest.approx(max(curve), abs=1e-5)
+        assert rows["per_task"]["r2"] >= rows["one_epoch"]["r2"] - 1e-9
+        assert rows["one_epoch"]["r2"] == pytest.approx(
+            curve[run["snapshot_epochs"].index(run["shared_epoch"])], abs=1e-5)
+        assert len(result["summary"][task]["per_task"]["epochs"]) == 2
+    assert epoch_plot(result, tmp_path / "epochs.png").stat().st_size > 1000
+
+    result["environment"] = {"date": "now", "commit": "abc"}
+    text = render({"mode": "quick", "srel_epochs": result,
+                   "srel_epochs_plot": "bench/srel-epochs.png"}, tmp_path, None)
+    assert "SREL's epoch chosen on the evaluation labels (HAFusion's practice): OPTIMISTIC" in text
+    clean = result["summary"]["crime"]["clean"]
+    assert f"| crime | {clean['r2']:.3f} ± {clean['r2_std']:.3f} |" in text
+    assert "![R² against SREL's epoch](bench/srel-epochs.png)" in text

@@ -58,6 +58,24 @@ def test_no_label_is_read():
     np.testing.assert_array_equal(a.embeddings, b.embeddings)
 
 
+@pytest.mark.parametrize("dense_threshold", [1024, 0])
+def test_snapshots_leave_the_training_unchanged(dense_threshold):
+    dataset = tiny_dataset(12)
+    config = tiny_config(epochs=10, dense_threshold=dense_threshold)  # dropout on: masks drawn
+    plain = fit_srel(dataset, config, seed=3)
+    studied = fit_srel(dataset, config, seed=3, snapshot_every=4)
+    np.testing.assert_array_equal(plain.embeddings, studied.embeddings)
+    assert plain.losses == studied.losses and plain.snapshots == {}
+    assert sorted(studied.snapshots) == [4, 8, 10]
+    np.testing.assert_array_equal(studied.snapshots[10], studied.embeddings)
+    # a snapshot is the model after that many epochs, not the final one
+    np.testing.assert_array_equal(studied.snapshots[4],
+                                  fit_srel(dataset, tiny_config(epochs=4, dense_threshold=
+                                                                dense_threshold), seed=3).embeddings)
+    with pytest.raises(InputError, match="snapshot_every"):
+        fit_srel(dataset, config, snapshot_every=-1)
+
+
 def test_saved_model_gives_the_same_embeddings(tmp_path):
     dataset = tiny_dataset(10)
     result = fit_srel(dataset, tiny_config(epochs=10))
