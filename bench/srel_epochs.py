@@ -9,7 +9,10 @@ clipped). It reports:
 
 - clean: the fixed schedule's last epoch (what the engine returns; no label chooses anything);
 - OPTIMISTIC, one epoch for all tasks: the snapshot with the best mean R² over the tasks;
-- OPTIMISTIC, an epoch per task: each task's best snapshot (the most favourable reading).
+- OPTIMISTIC, an epoch per task: each task's best snapshot (the most favourable reading);
+- beside them, RidgeCV (penalty by leave-one-out in the training folds) on the z-scored
+  snapshots, as the engine's candidates read them: at the fixed schedule (clean) and at each
+  task's best snapshot (OPTIMISTIC), to show how much of the curve is Ridge(1)'s fixed penalty.
 
 The difference between the clean and the optimistic rows is what the selection adds; the
 optimistic rows are for the published comparison only.
@@ -28,15 +31,21 @@ from bench.quality import LITERATURE_TASKS, MANHATTAN, resolve_tasks
 Log = Callable[[str], None]
 
 
-def _pooled_ridge1(embeddings: np.ndarray, y: np.ndarray, folds: int, shuffle: bool) -> dict:
+def _pooled(embeddings: np.ndarray, y: np.ndarray, folds: int, shuffle: bool,
+            tuned: bool = False) -> dict:
+    """Ridge(alpha=1) on the embeddings as they are (the literature), or with `tuned` RidgeCV
+    (penalty by leave-one-out inside the training folds) on the z-scored embeddings, as the
+    engine's candidates read them."""
     from threadpoolctl import threadpool_limits
 
-    from engine.training.baselines import ridge_fit_predict
+    from engine.training.baselines import ridge_cv_fit_predict, ridge_fit_predict
     from engine.training.cv import cross_val_predict_pooled
+    from engine.training.features import zscore
 
+    fit_predict = ridge_cv_fit_predict() if tuned else ridge_fit_predict(1.0)
     with threadpool_limits(limits=1):
-        result = cross_val_predict_pooled(ridge_fit_predict(1.0), embeddings, y, folds=folds,
-                                          shuffle=shuffle)
+        result = cross_val_predict_pooled(fit_predict, zscore(embeddings) if tuned else embeddings,
+                                          y, folds=folds, shuffle=shuffle)
     return dict(result.metrics)
 
 
@@ -59,16 +68,21 @@ def run_srel_epochs(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0
         result = fit_srel(dataset, SRELConfig(epochs=epochs), device=device, seed=seed,
                           snapshot_every=every)
         snapshots = sorted(result.snapshots)
-        curves = {task: [_pooled_ridge1(result.snapshots[e], dataset.targets[task], folds,
-                                        shuffle) for e in snapshots] for task in names}
+        curves = {task: [_pooled(result.snapshots[e], dataset.targets[task], folds, shuffle)
+                         for e in snapshots] for task in names}
+        tuned = {task: [_pooled(result.snapshots[e], dataset.targets[task], folds, shuffle,
+                                tuned=True)["r2"] for e in snapshots] for task in names}
         r2 = {task: np.array([m["r2"] for m in curves[task]]) for task in names}
         shared = int(np.argmax(np.mean([r2[task] for task in names], axis=0)))
         run = {"seed": seed, "epochs": result.epochs, "snapshot_epochs": snapshots,
                "r2_by_epoch": {task: r2[task].round(5).tolist() for task in names},
+               "ridgecv_r2_by_epoch": {task: np.round(tuned[task], 5).tolist() for task in names},
                "shared_epoch": snapshots[shared], "tasks": {}}
         for task in names:
             best = int(np.argmax(r2[task]))
             run["tasks"][task] = {"clean": curves[task][-1],
+                                  "ridgecv_clean": {"r2": tuned[task][-1]},
+                                  "ridgecv_per_task": {"r2": max(tuned[task])},
                                   "one_epoch": curves[task][shared],
                                   "per_task": {**curves[task][best], "epoch": snapshots[best]}}
         out["per_seed"].append(run)
@@ -86,11 +100,13 @@ def summarise(result: dict) -> dict:
     summary: dict = {}
     for task in result["tasks"]:
         summary[task] = {}
-        for row in ("clean", "one_epoch", "per_task"):
+        for row in ("clean", "one_epoch", "per_task", "ridgecv_clean", "ridgecv_per_task"):
             runs = [run["tasks"][task][row] for run in result["per_seed"]]
             entry = {}
             for key in ("mae", "rmse", "r2"):
-                values = [r[key] for r in runs]
+                values = [r[key] for r in runs if key in r]
+                if not values:
+                    continue
                 entry[key] = float(np.mean(values))
                 entry[f"{key}_std"] = float(np.std(values)) if len(values) > 1 else None
             if row == "per_task":
@@ -111,16 +127,20 @@ def epoch_plot(result: dict, path: Path) -> Path:
     runs = result["per_seed"]
     epochs = runs[0]["snapshot_epochs"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for task in result["tasks"]:
+    for index, task in enumerate(result["tasks"]):
+        colour = f"C{index}"
         curve = np.mean([run["r2_by_epoch"][task] for run in runs], axis=0)
-        ax.plot(epochs, curve, label=task)
+        ax.plot(epochs, curve, color=colour, label=f"{task}, Ridge(1)")
+        tuned = np.mean([run["ridgecv_r2_by_epoch"][task] for run in runs], axis=0)
+        ax.plot(epochs, tuned, color=colour, linestyle="--", linewidth=1,
+                label=f"{task}, RidgeCV (z-scored)")
     ax.axvline(runs[0]["epochs"], color="grey", linestyle=":", label="fixed schedule (clean)")
     ax.set_xlabel("SREL epoch")
-    ax.set_ylabel("R², Ridge(alpha=1) on the embeddings")
+    ax.set_ylabel("R² on the embeddings")
     ax.set_title(f"SREL on {Path(result['data']).name}: every epoch scored on the labels "
                  f"(mean of {len(runs)} seeds)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

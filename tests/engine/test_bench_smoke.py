@@ -365,6 +365,9 @@ def test_srel_epoch_selection_on_the_labels_is_reported_as_optimistic(tmp_path):
         assert rows["one_epoch"]["r2"] == pytest.approx(
             curve[run["snapshot_epochs"].index(run["shared_epoch"])], abs=1e-5)
         assert len(result["summary"][task]["per_task"]["epochs"]) == 2
+        tuned = run["ridgecv_r2_by_epoch"][task]
+        assert rows["ridgecv_clean"]["r2"] == pytest.approx(tuned[-1], abs=1e-5)
+        assert rows["ridgecv_per_task"]["r2"] == pytest.approx(max(tuned), abs=1e-5)
     assert epoch_plot(result, tmp_path / "epochs.png").stat().st_size > 1000
 
     result["environment"] = {"date": "now", "commit": "abc"}
