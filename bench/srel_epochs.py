@@ -126,7 +126,7 @@ def epoch_plot(result: dict, path: Path) -> Path:
 
     runs = result["per_seed"]
     epochs = runs[0]["snapshot_epochs"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     for index, task in enumerate(result["tasks"]):
         colour = f"C{index}"
         curve = np.mean([run["r2_by_epoch"][task] for run in runs], axis=0)
@@ -140,7 +140,7 @@ def epoch_plot(result: dict, path: Path) -> Path:
     ax.set_title(f"SREL on {Path(result['data']).name}: every epoch scored on the labels "
                  f"(mean of {len(runs)} seeds)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
