@@ -1,8 +1,8 @@
 """SREL embeddings -> Ridge(alpha=1) with the embedding's epoch chosen on the evaluation labels.
 
 HAFusion's released code, whose published Manhattan figures the benchmark prints beside ours,
-keeps the training epoch whose embeddings score best on the labels it reports
-(`../shared/REFERENCE.md`, defect 2). To compare our SREL with those figures like for like, this
+trains one run per task, scores the embeddings every 30 epochs with that task's Ridge(1) on the
+labels it reports and keeps the best (`../shared/REFERENCE.md`, defect 2). To compare our SREL with those figures like for like, this
 part trains SREL at the engine's fixed schedule, embeds the regions every `every` epochs, and
 evaluates each snapshot with the literature's protocol (Ridge(alpha=1), pooled K-fold, negatives
 clipped). It reports:
