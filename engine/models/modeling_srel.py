@@ -58,6 +58,10 @@ class SRELConfig:
     loss_rows: int = 512  # sparse path: regions per epoch whose trip distributions are scored
     similarity_pairs: int = 65536  # sparse path: region pairs per epoch for similarity losses
     reconstruction_weight: float = 0.0  # weight of the view-feature reconstruction loss (0: none)
+    # "regions": each region's trip distribution weighs the same in the mobility loss; "trips":
+    # weighted by the region's trip volume, i.e. cross-entropy per trip (what HAFusion's summed,
+    # count-weighted loss optimises)
+    mobility_weighting: str = "regions"
     lr: float = 5e-4  # Adam learning rate (HAFusion)
     weight_decay: float = 5e-4  # Adam weight decay (HAFusion)
     epochs: int | None = None  # full-batch epochs; None: the fixed schedule of `schedule_epochs`
@@ -69,6 +73,9 @@ class SRELConfig:
         if self.distance_kind not in ("centroid", "hops"):
             raise InputError(f"unknown distance kind {self.distance_kind!r}",
                              field="distance_kind", hint="Use 'centroid' or 'hops'.")
+        if self.mobility_weighting not in ("regions", "trips"):
+            raise InputError(f"unknown mobility weighting {self.mobility_weighting!r}",
+                             field="mobility_weighting", hint="Use 'regions' or 'trips'.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +120,9 @@ class FlowInputs:
     in_ptr: Tensor  # (N+1,)
     out_dense: Tensor | None = None  # (N, N) P_out, dense path only
     in_dense: Tensor | None = None  # (N, N) P_in, dense path only
+    # (N,) each region's weight in the mobility loss (mean 1 over regions with trips; None: 1)
+    out_weight: Tensor | None = None
+    in_weight: Tensor | None = None
 
 
 @dataclass
@@ -322,6 +332,9 @@ def prepare_srel_inputs(dataset: RegionDataset, config: SRELConfig) -> SRELInput
             t = lambda a, dt=torch.long: torch.as_tensor(a, dtype=dt)  # noqa: E731
             f = FlowInputs(t(orow), t(ocol), t(oprob, torch.float32), t(optr),
                            t(irow), t(icol), t(iprob, torch.float32), t(iptr))
+            if config.mobility_weighting == "trips":
+                f.out_weight = t(_volume_weights(flow.sum(axis=1)), torch.float32)
+                f.in_weight = t(_volume_weights(flow.sum(axis=0)), torch.float32)
             if dense:
                 f.out_dense = torch.zeros(n, n).index_put_((f.out_rows, f.out_cols), f.out_prob)
                 f.in_dense = torch.zeros(n, n).index_put_((f.in_rows, f.in_cols), f.in_prob)
@@ -921,15 +934,19 @@ class SREL(nn.Module):
             dst = self.destination[name](embeddings)  # (N, d)
             if inputs.dense:
                 logits = src @ dst.T  # (N, N): row i = origin i over destinations j
-                parts[f"{name}_out"] = _distribution_loss(logits, flow.out_dense, dim=1)
+                parts[f"{name}_out"] = _distribution_loss(logits, flow.out_dense, dim=1,
+                                                          weight=flow.out_weight)
                 # Incoming: destination j's distribution over origins i is column j, so the
                 # softmax runs down the columns of the same logits (no transposed copy).
-                parts[f"{name}_in"] = _distribution_loss(logits, flow.in_dense.T, dim=0)
+                parts[f"{name}_in"] = _distribution_loss(logits, flow.in_dense.T, dim=0,
+                                                         weight=flow.in_weight)
             else:
                 parts[f"{name}_out"] = _sampled_distribution_loss(src, dst, flow.out_ptr, flow.out_cols,
-                                                                  flow.out_prob, c.loss_rows, generator)
+                                                                  flow.out_prob, c.loss_rows, generator,
+                                                                  flow.out_weight)
                 parts[f"{name}_in"] = _sampled_distribution_loss(dst, src, flow.in_ptr, flow.in_cols,
-                                                                 flow.in_prob, c.loss_rows, generator)
+                                                                 flow.in_prob, c.loss_rows, generator,
+                                                                 flow.in_weight)
         for name, unit in inputs.similarity_vectors.items():
             z = F.normalize(self.similarity[name](embeddings), dim=-1)  # (N, d)
             if inputs.dense:
@@ -948,21 +965,36 @@ class SREL(nn.Module):
         return parts
 
 
-def _distribution_loss(logits: Tensor, target: Tensor, dim: int = 1) -> Tensor:
+def _volume_weights(volume) -> np.ndarray:
+    """(N,) weights proportional to each region's trips, mean 1 over the regions with trips."""
+    volume = np.asarray(volume, dtype=np.float64).ravel()
+    total = volume.sum()
+    if total <= 0:
+        return np.ones_like(volume)
+    return volume * (volume > 0).sum() / total
+
+
+def _distribution_loss(logits: Tensor, target: Tensor, dim: int = 1,
+                       weight: Tensor | None = None) -> Tensor:
     """Cross-entropy of the distributions `target` (N, N) along `dim` (1: rows, 0: columns)
-    under softmax(logits) along the same dim, averaged over the distributions with mass.
+    under softmax(logits) along the same dim, averaged over the distributions with mass, each
+    counted `weight[k]` times when given (distribution k: row k for dim 1, column k for dim 0).
 
     A distribution without mass adds nothing to the sum nor to the gradient (its target is
     zero), so no row is selected out: only the count of those with mass is needed."""
     with_mass = int((target.sum(dim) > 0).sum())
     if with_mass == 0:
         return logits.sum() * 0
+    if weight is not None:
+        target = target * (weight.unsqueeze(1) if dim == 1 else weight.unsqueeze(0))
     return -(target * torch.log_softmax(logits, dim=dim)).sum() / with_mass
 
 
 def _sampled_distribution_loss(query: Tensor, key: Tensor, ptr: Tensor, cols: Tensor, prob: Tensor,
-                               rows: int, generator: torch.Generator | None) -> Tensor:
-    """The same cross-entropy over `rows` sampled regions with mass, each scored against all N."""
+                               rows: int, generator: torch.Generator | None,
+                               weight: Tensor | None = None) -> Tensor:
+    """The same cross-entropy over `rows` sampled regions with mass, each scored against all N
+    (and counted `weight[i]` times when given)."""
     counts = ptr[1:] - ptr[:-1]  # (N,)
     with_mass = torch.nonzero(counts > 0).squeeze(1)
     if with_mass.numel() == 0:
@@ -976,4 +1008,5 @@ def _sampled_distribution_loss(query: Tensor, key: Tensor, ptr: Tensor, cols: Te
     offset = torch.arange(len(local), device=ptr.device) - torch.repeat_interleave(
         torch.cumsum(counts[with_mass], 0) - counts[with_mass], counts[with_mass])
     entry = starts + offset  # index into cols/prob
-    return -(prob[entry] * log_p[local, cols[entry]]).sum() / len(with_mass)
+    mass = prob[entry] if weight is None else prob[entry] * weight[with_mass][local]
+    return -(mass * log_p[local, cols[entry]]).sum() / len(with_mass)

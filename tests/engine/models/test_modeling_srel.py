@@ -360,3 +360,33 @@ def test_trip_distribution_loss_skips_regions_without_trips():
                     for j in columns) / 4
     assert torch.allclose(_distribution_loss(logits, target, dim=0), expected)
     assert _distribution_loss(logits, torch.zeros(5, 5)).item() == 0.0
+
+
+@pytest.mark.parametrize("dense_threshold", [1024, 0])
+def test_trip_weighting_makes_the_mobility_loss_a_cross_entropy_per_trip(dense_threshold):
+    """mobility_weighting="trips": every trip counts once (HAFusion's count-weighted loss,
+    normalised), on the dense path and on the sparse one when it scores every region."""
+    dataset = tiny_dataset(10)
+    config = tiny_config(mobility_weighting="trips", dense_threshold=dense_threshold,
+                         loss_rows=10, dropout=0.0)
+    model, inputs = model_and_inputs(config, dataset)
+    model.eval()
+    embeddings = model(inputs)
+    parts = model.loss(inputs, embeddings, torch.Generator().manual_seed(0))
+    trips = torch.as_tensor(dataset.views["mobility"].matrix.toarray(), dtype=torch.float32)
+    logits = model.source["mobility"](embeddings) @ model.destination["mobility"](embeddings).T
+    per_trip_out = -(trips * torch.log_softmax(logits, dim=1)).sum() / trips.sum()
+    per_trip_in = -(trips * torch.log_softmax(logits, dim=0)).sum() / trips.sum()
+    assert torch.allclose(parts["mobility_out"], per_trip_out, rtol=1e-5)
+    assert torch.allclose(parts["mobility_in"], per_trip_in, rtol=1e-5)
+    default_inputs = prepare_srel_inputs(dataset, tiny_config(dense_threshold=dense_threshold,
+                                                              loss_rows=10))
+    assert default_inputs.flows["mobility"].out_weight is None  # the default: per region
+    by_region = model.loss(default_inputs, model(default_inputs), torch.Generator().manual_seed(0))
+    sent = trips.sum(1) > 0
+    per_region = -((trips[sent] / trips[sent].sum(1, keepdim=True))
+                   * torch.log_softmax(logits[sent], dim=1)).sum() / sent.sum()
+    assert torch.allclose(by_region["mobility_out"], per_region, rtol=1e-5)
+    assert not torch.allclose(per_region, per_trip_out, rtol=1e-3)
+    with pytest.raises(InputError, match="mobility weighting"):
+        tiny_config(mobility_weighting="volume")
