@@ -37,7 +37,8 @@ def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gp
         "POINT_CATEGORY_FIELD": "category", "TARGETS": ["crime", "check_in"],
         "TASK_DESCRIPTIONS": "crime: crimes reported per region", "LANGUAGE_MODEL": "minilm",
         "EMBEDDING_SIZE": 4, "FOLDS": 3, "SHUFFLE": False, "SEED": 5, "CLASS_FIELD": "name",
-        "CLUSTERS": 3, "OUTPUT": str(tmp_path / "out.gpkg"), "MODEL_OUTPUT": str(tmp_path / "model"),
+        "CLUSTERS": 3, "MOBILITY_WEIGHTING": "trips", "OUTPUT": str(tmp_path / "out.gpkg"),
+        "MODEL_OUTPUT": str(tmp_path / "model"),
         "REPORT": str(tmp_path / "report.html")})
     output = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
     names = output.fields().names()
@@ -58,6 +59,7 @@ def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gp
     assert job["language_model"] == "minilm" and job["folds"] == 3 and job["shuffle"] is False
     assert job["seed"] == 5 and job["embedding_size"] == 4
     assert job["classes"] == ["name"] and job["clusters"] == 3
+    assert job["srel"] == {"mobility_weighting": "trips"}
     assert job["regions"]["path"] == regions_gpkg.split("|")[0]  # a file layer is read in place
     assert checksum(regions_gpkg.split("|")[0]) == before  # no write-back asked: unchanged
     assert output.renderer().type() in ("graduatedSymbol", "singleSymbol")
@@ -72,6 +74,9 @@ def test_output_layer_gets_graduated_style_saved(fake_engine, regions_gpkg, tmp_
     layer = QgsVectorLayer(result["OUTPUT"], "styled", "ogr")
     assert layer.renderer().type() == "graduatedSymbol"  # the default style in the GeoPackage
     assert layer.renderer().classAttribute() == "pred_crime"
+    argv = fake_engine.record()["argv"]
+    job = json.loads(Path(argv[argv.index("--job") + 1]).read_text())
+    assert "srel" not in job  # the default SREL trip loss: nothing overridden
 
 
 def test_memory_layer_and_selection_are_exported_for_the_engine(fake_engine, tmp_path):

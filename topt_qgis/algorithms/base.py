@@ -35,6 +35,7 @@ from .. import job as jobs
 LANGUAGE_MODELS = ["smollm2", "minilm", "none", "custom"]  # stored by name
 DEVICES = ["auto", "cpu", "cuda"]
 PROTOCOLS = ["clean", "paper"]
+MOBILITY_WEIGHTINGS = ["regions", "trips"]  # SRELConfig.mobility_weighting
 
 
 def tr(text: str) -> str:
@@ -150,6 +151,10 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
                                          QgsProcessingParameterNumber.Integer, 144, False, 2, 4096),
             QgsProcessingParameterNumber("EPOCHS", tr("SREL epochs (0: the default schedule)"),
                                          QgsProcessingParameterNumber.Integer, 0, False, 0, 100000),
+            QgsProcessingParameterEnum(
+                "MOBILITY_WEIGHTING", tr("SREL trip loss (regions: each region's trips weigh the "
+                                         "same; trips: each trip counts once, as HAFusion)"),
+                options=MOBILITY_WEIGHTINGS, defaultValue="regions", usesStaticStrings=True),
             QgsProcessingParameterNumber("SEED", tr("Random seed"),
                                          QgsProcessingParameterNumber.Integer, 0, False, 0),
             QgsProcessingParameterEnum("DEVICE", tr("Device"), options=DEVICES,
@@ -247,6 +252,9 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
         if number("EPOCHS") > 0:
             options["epochs"] = number("EPOCHS")
         options["seed"] = number("SEED")
+        weighting = self.parameterAsEnumString(parameters, "MOBILITY_WEIGHTING", context)
+        if weighting and weighting != "regions":  # the engine's default needs no override
+            options["srel"] = {"mobility_weighting": weighting}
         options["device"] = self.parameterAsEnumString(parameters, "DEVICE", context) or "auto"
         if self.parameterDefinition("FOLDS") is not None:
             options["folds"] = number("FOLDS")
