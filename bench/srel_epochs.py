@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality import LITERATURE_TASKS, MANHATTAN, resolve_tasks
+from bench.quality import LITERATURE_TASKS, MANHATTAN, QualitySettings, resolve_tasks
+from bench.quality import _pooled as pooled_metrics
+from bench.quality import _summary as mean_and_std
 
 Log = Callable[[str], None]
 
@@ -36,17 +38,13 @@ def _pooled(embeddings: np.ndarray, y: np.ndarray, folds: int, shuffle: bool,
     """Ridge(alpha=1) on the embeddings as they are (the literature), or with `tuned` RidgeCV
     (penalty by leave-one-out inside the training folds) on the z-scored embeddings, as the
     engine's candidates read them."""
-    from threadpoolctl import threadpool_limits
-
     from engine.training.baselines import ridge_cv_fit_predict, ridge_fit_predict
-    from engine.training.cv import cross_val_predict_pooled
     from engine.training.features import zscore
 
-    fit_predict = ridge_cv_fit_predict() if tuned else ridge_fit_predict(1.0)
-    with threadpool_limits(limits=1):
-        result = cross_val_predict_pooled(fit_predict, zscore(embeddings) if tuned else embeddings,
-                                          y, folds=folds, shuffle=shuffle)
-    return dict(result.metrics)
+    settings = QualitySettings(folds=folds, shuffle=shuffle)
+    if tuned:
+        return pooled_metrics(ridge_cv_fit_predict(), zscore(embeddings), y, settings, "clean")
+    return pooled_metrics(ridge_fit_predict(1.0), embeddings, y, settings, "clean")
 
 
 def run_srel_epochs(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 2),
@@ -102,13 +100,7 @@ def summarise(result: dict) -> dict:
         summary[task] = {}
         for row in ("clean", "one_epoch", "per_task", "ridgecv_clean", "ridgecv_per_task"):
             runs = [run["tasks"][task][row] for run in result["per_seed"]]
-            entry = {}
-            for key in ("mae", "rmse", "r2"):
-                values = [r[key] for r in runs if key in r]
-                if not values:
-                    continue
-                entry[key] = float(np.mean(values))
-                entry[f"{key}_std"] = float(np.std(values)) if len(values) > 1 else None
+            entry = mean_and_std(runs)
             if row == "per_task":
                 entry["epochs"] = [r["epoch"] for r in runs]
             if row == "one_epoch":
