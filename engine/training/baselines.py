@@ -43,6 +43,18 @@ def inverse_target(values: np.ndarray, transform: str, y_train: np.ndarray) -> n
 
 
 # ---------------------------------------------------------------- Ridge, closed form
+# (mean of X (F,), U (n, r), singular values (r,), V^T (r, F)) of X - mean(X)
+CentredSVD = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def centred_svd(X: np.ndarray) -> CentredSVD:
+    """The thin SVD of the column-centred X that `LeaveOneOutRidge.fit` works from."""
+    X = np.asarray(X, dtype=np.float64)
+    x_mean = X.mean(axis=0)
+    u, s, vt = np.linalg.svd(X - x_mean, full_matrices=False)  # (n, r), (r,), (r, F)
+    return x_mean, u, s, vt
+
+
 @dataclass
 class LeaveOneOutRidge:
     """Ridge with intercept; penalty chosen by exact leave-one-out over `alphas` (one SVD).
@@ -60,12 +72,14 @@ class LeaveOneOutRidge:
     loo_mse_: np.ndarray | None = None  # (len(alphas),) leave-one-out MSE per penalty
     _solution: tuple | None = field(default=None, repr=False)  # centred SVD, kept for use_alpha
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LeaveOneOutRidge:
-        X = np.asarray(X, dtype=np.float64)
+    def fit(self, X: np.ndarray, y: np.ndarray,
+            decomposition: CentredSVD | None = None) -> LeaveOneOutRidge:
+        """Fits on (X, y). `decomposition`: `centred_svd(X)` when the caller already has it
+        (one SVD serves every target fitted on the same rows); the same result either way."""
         y = np.asarray(y, dtype=np.float64)
-        n = X.shape[0]
-        x_mean, y_mean = X.mean(axis=0), float(y.mean())
-        u, s, vt = np.linalg.svd(X - x_mean, full_matrices=False)  # (n, r), (r,), (r, F)
+        n = len(y)
+        x_mean, u, s, vt = decomposition if decomposition is not None else centred_svd(X)
+        y_mean = float(y.mean())
         uty = u.T @ (y - y_mean)  # (r,)
         s2 = s**2
         u2 = u**2  # (n, r)

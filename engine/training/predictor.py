@@ -42,6 +42,7 @@ from engine.errors import InputError
 from engine.training.baselines import (
     DEFAULT_ALPHAS,
     LeaveOneOutRidge,
+    centred_svd,
     forward_target,
     inverse_target,
 )
@@ -159,13 +160,36 @@ class RidgePredict:
                    meta["alpha"], meta["y_max"], X)
 
 
-def _ridge_candidate(name: str, X: np.ndarray, transform: str, alphas: np.ndarray) -> Candidate:
+class SharedDecompositions:
+    """What a candidate computes from its block's training rows alone (an SVD, kernel
+    eigendecompositions), kept for the other candidates fitted on the same rows: the raw and
+    the log1p target of a block share one. Holds one training set at a time."""
+
+    def __init__(self) -> None:
+        self._train: bytes | None = None
+        self._items: dict[tuple, Any] = {}
+
+    def get(self, key: tuple, train: np.ndarray, compute: Callable[[], Any]) -> Any:
+        train_key = np.ascontiguousarray(train, dtype=np.int64).tobytes()
+        if train_key != self._train:
+            self._items.clear()
+            self._train = train_key
+        if key not in self._items:
+            self._items[key] = compute()
+        return self._items[key]
+
+
+def _ridge_candidate(name: str, X: np.ndarray, transform: str, alphas: np.ndarray,
+                     shared: SharedDecompositions | None = None) -> Candidate:
     block = name[len("ridge["):].split("|")[0]
     candidate = Candidate(name=name, fit=lambda train, y: None)  # fit set below
+    shared = shared or SharedDecompositions()
 
     def fit_loo(train: np.ndarray, y: np.ndarray) -> tuple[Predict, np.ndarray]:
         y_train = y[train]
-        model = LeaveOneOutRidge(alphas=alphas).fit(X[train], forward_target(y_train, transform))
+        svd = shared.get(("svd", block), train, lambda: centred_svd(X[train]))
+        model = LeaveOneOutRidge(alphas=alphas).fit(X[train], forward_target(y_train, transform),
+                                                    decomposition=svd)
         candidate.info = {"alpha": model.alpha_}
         predictor = RidgePredict(block, transform, model.coef_, model.intercept_, model.alpha_,
                                  float(np.max(y_train)), X)
@@ -224,8 +248,26 @@ class KernelRidgePredict:
                    meta["y_max"], X)
 
 
+def _kernel_eigh(A: np.ndarray, widths: tuple[float, ...]) -> list[tuple]:
+    """(gamma, eigenvalues, Q, column means) of the centred RBF kernel of the rows A, per width
+    (gamma = width / the median squared distance between the rows)."""
+    distances = _squared_distances(A, A)  # (n, n)
+    positive = distances[distances > 0]
+    median = float(np.median(positive)) if positive.size else 1.0
+    out = []
+    for width in widths:
+        gamma = width / median
+        kernel = np.exp(-gamma * distances)
+        column_mean = kernel.mean(axis=0)  # (n,)
+        centred = kernel - column_mean[None, :] - column_mean[:, None] + column_mean.mean()
+        eigenvalues, Q = np.linalg.eigh(centred)  # (n,), (n, n)
+        out.append((gamma, np.maximum(eigenvalues, 0.0), Q, column_mean))
+    return out
+
+
 def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[float, ...],
-                      alphas: tuple[float, ...]) -> Candidate:
+                      alphas: tuple[float, ...],
+                      shared: SharedDecompositions | None = None) -> Candidate:
     """RBF kernel ridge; width and penalty by exact leave-one-out (one eigh per width).
 
     With the centred training kernel Kc = Q diag(l) Q^T and d_a = l / (l + a), the fitted values
@@ -234,24 +276,18 @@ def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[fl
     """
     block = name[len("kernel["):].split("|")[0]
     candidate = Candidate(name=name, fit=lambda train, y: None)
+    shared = shared or SharedDecompositions()
 
     def fit_loo(train: np.ndarray, y: np.ndarray) -> tuple[Predict, np.ndarray]:
         y_train = y[train]
         target = forward_target(y_train, transform)
         A = X[train]
-        distances = _squared_distances(A, A)  # (n, n)
-        positive = distances[distances > 0]
-        median = float(np.median(positive)) if positive.size else 1.0
+        decompositions = shared.get(("kernel", block, tuple(widths)), train,
+                                    lambda: _kernel_eigh(A, widths))
         n, y_mean = len(target), float(target.mean())
         centred_y = target - y_mean
         best: tuple | None = None
-        for width in widths:
-            gamma = width / median
-            kernel = np.exp(-gamma * distances)
-            column_mean = kernel.mean(axis=0)  # (n,)
-            centred = kernel - column_mean[None, :] - column_mean[:, None] + column_mean.mean()
-            eigenvalues, Q = np.linalg.eigh(centred)  # (n,), (n, n)
-            eigenvalues = np.maximum(eigenvalues, 0.0)
+        for gamma, eigenvalues, Q, column_mean in decompositions:
             qy, q2 = Q.T @ centred_y, Q**2
             for alpha in alphas:
                 d = eigenvalues / (eigenvalues + alpha)
@@ -373,13 +409,14 @@ def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negativ
     raw = inputs.raw_features
     raw_named = ({"raw": raw} if isinstance(raw, np.ndarray) else dict(raw or {}))
     transforms = [t for t in config.target_transforms if t == "raw" or non_negative]
-    candidates = [_ridge_candidate(f"ridge[{name}|{t}]", matrix, t, alphas)
+    shared = SharedDecompositions()  # one SVD / eigendecomposition per block for all targets
+    candidates = [_ridge_candidate(f"ridge[{name}|{t}]", matrix, t, alphas, shared)
                   for name, matrix in blocks.items() for t in transforms]
     labelled = int(np.isfinite(np.asarray(inputs.y, dtype=np.float64)).sum())
     if config.kernel_ridge and labelled <= config.kernel_max_regions:
         name = "robust" if "robust" in blocks else next(iter(blocks))
         candidates += [_kernel_candidate(f"kernel[{name}|{t}]", blocks[name], t,
-                                         config.kernel_widths, config.kernel_alphas)
+                                         config.kernel_widths, config.kernel_alphas, shared)
                        for t in transforms]
     if config.gbm:
         name = next((k for k in raw_named), "srel")

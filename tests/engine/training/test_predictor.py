@@ -153,6 +153,54 @@ def test_kernel_ridge_leave_one_out_predictions_are_exact():
         assert loo[i] == pytest.approx(refit(train[i:i + 1])[0], rel=1e-6, abs=1e-8)
 
 
+def test_candidates_share_one_decomposition_per_block_and_training_set(city, monkeypatch):
+    """The raw and log1p candidates of a block reuse one SVD (and one set of kernel
+    eigendecompositions) per training set, give what a candidate fitted on its own gives, and
+    decompose again when the training rows change."""
+    from engine.training import predictor
+    from engine.training.predictor import build_candidates
+
+    calls = {"svd": 0, "kernel": 0}
+    svd, eigh = predictor.centred_svd, predictor._kernel_eigh
+
+    def counted_svd(X):
+        calls["svd"] += 1
+        return svd(X)
+
+    def counted_eigh(A, widths):
+        calls["kernel"] += 1
+        return eigh(A, widths)
+
+    monkeypatch.setattr(predictor, "centred_svd", counted_svd)
+    monkeypatch.setattr(predictor, "_kernel_eigh", counted_eigh)
+    y = city.targets["crime"]
+    features = {"raw": literature_features(city), "robust": robust_features(city)}
+    inputs = TaskInputs(None, None, features, y)
+    config = PredictorConfig()
+    candidates = build_candidates(inputs, config, non_negative=True)
+    names = [c.name for c in candidates]
+    assert {"ridge[raw|raw]", "ridge[raw|log1p]", "kernel[robust|raw]",
+            "kernel[robust|log1p]"} <= set(names)
+    ridge_blocks = {n[len("ridge["):].split("|")[0] for n in names if n.startswith("ridge[")}
+    blocks = predictor.input_blocks(inputs, config)
+    for expected, train in ((1, np.arange(90)), (2, np.arange(30, 120))):
+        shared = {c.name: c.fit_loo(train, y) for c in candidates}
+        assert calls == {"svd": expected * len(ridge_blocks), "kernel": expected}
+        for name, (predict, loo) in shared.items():
+            block, transform = name[name.index("[") + 1:-1].split("|")
+            if name.startswith("ridge["):
+                alone = predictor._ridge_candidate(name, blocks[block], transform,
+                                                   np.asarray(config.alphas))
+            else:
+                alone = predictor._kernel_candidate(name, blocks[block], transform,
+                                                    config.kernel_widths, config.kernel_alphas)
+            alone_predict, alone_loo = alone.fit_loo(train, y)
+            assert np.array_equal(loo, alone_loo), name
+            every = np.arange(city.n_regions)
+            assert np.array_equal(predict(every), alone_predict(every)), name
+        calls.update(svd=expected * len(ridge_blocks), kernel=expected)  # not the alone fits
+
+
 def test_saved_task_model_predicts_the_same(city, tmp_path):
     from engine.training.task_io import load_task_model, save_task_model
 
