@@ -1,7 +1,8 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
     python -m bench.run --quick|--full [--data DIR] [--tasks a,b] [--out docs]
-                        [--parts quality,epochs,srel,sweep,prompts,writeback,demo] [--device cpu]
+                        [--parts quality,versus,epochs,srel,sweep,prompts,writeback,demo]
+                        [--device cpu]
 
 Parts not run this time are read back from their earlier result files in OUT/bench/, so the
 document always shows every table; each table says when it was measured.
@@ -22,7 +23,7 @@ from bench.env import REPO, calibration, environment
 from bench.quality import MANHATTAN, MANHATTAN_LITERATURE_CLUSTERS, QualitySettings, run_quality
 from bench.report import cpu_features_text, prompt_summary
 
-PARTS = ("quality", "epochs", "srel", "sweep", "prompts", "writeback", "demo")
+PARTS = ("quality", "versus", "epochs", "srel", "sweep", "prompts", "writeback", "demo")
 FULL_ONLY = ("writeback", "demo")  # parts that need QGIS and minutes: only with --full
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
 QUICK_NOTE = ("Quick mode: 1 seed (no std); the prompt ablations, gradient boosting and the "
@@ -381,6 +382,16 @@ def main(argv: list[str] | None = None) -> int:
             quality = merge_quality(_read(bench_dir / "quality.json"), quality)
         _write(bench_dir / "quality.json", quality)
         quality_csv(quality, bench_dir / "quality.csv")
+    if "versus" in parts:
+        from bench.versus import run_versus
+
+        log(f"versus: the default against the bar, paired, on {data} ...")
+        before = calibration()
+        versus = run_versus(data, seeds=(0, 1, 2) if full else (0,),
+                            tasks=tuple(tasks) if tasks else None, device=args.device, log=log)
+        versus["mode"] = "full" if full else "quick"
+        versus["environment"] = environment(args.device, before=before)
+        _write(bench_dir / "versus.json", versus)
     if "epochs" in parts:
         from bench.srel_epochs import epoch_plot, run_srel_epochs
 
@@ -424,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     results["quality"] = _read(bench_dir / "quality.json")
     results["quality_checks"] = [{**(_read(path) or {}), "file": path.name}
                                  for path in sorted(bench_dir.glob("quality-check-*.json"))]
+    results["versus"] = _read(bench_dir / "versus.json")
     results["srel_epochs"] = _read(bench_dir / "srel-epochs.json")
     if (bench_dir / "srel-epochs.png").exists():
         results["srel_epochs_plot"] = "bench/srel-epochs.png"

@@ -1,0 +1,163 @@
+"""The engine's default against the bar, paired over the same regions.
+
+The quality table gives each model's R² as a mean over seeds; whether a difference of 0.005
+between two rows is a difference at all it does not say. Here the two models' out-of-fold
+predictions of the same regions (same folds) are compared region by region:
+
+- the R² difference (mean over seeds of the default's R² minus the other's),
+- its 95% interval from a paired bootstrap over the evaluated regions (scipy's
+  `stats.bootstrap`, percentile method: the regions are resampled, both R² computed on each
+  resample). It is the evaluation's sampling uncertainty with the fold models held fixed: it
+  does not retrain anything, so it says how sure one can be on *these* regions, not on
+  another city;
+- the folds (of K) on which the default's squared error is the lower.
+
+Comparisons, per task and per split (the literature's unshuffled folds, and shuffled ones):
+the default against the bar (`raw_ridgecv`: RidgeCV on the literature's raw features), the
+default against itself without SREL and the prompt vectors (what the learnt parts add), and
+that features-only default against the bar.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality import LITERATURE_TASKS, MANHATTAN, resolve_tasks
+
+Log = Callable[[str], None]
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SHUFFLE_SEED = 2024  # the literature's shuffling seed (engine.training.cv.LITERATURE_SEED)
+
+# (name, the model, the one it is measured against)
+COMPARISONS = (
+    ("default_vs_bar", "engine default", "the bar (raw features -> RidgeCV)"),
+    ("default_vs_features_only", "engine default",
+     "the default without SREL and prompt vectors"),
+    ("features_only_vs_bar", "the default without SREL and prompt vectors",
+     "the bar (raw features -> RidgeCV)"),
+)
+
+
+def _r2(y: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """R² along the last axis (the regions)."""
+    total = ((y - y.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+    return 1.0 - ((prediction - y) ** 2).sum(axis=-1) / total
+
+
+def paired_r2_difference(y: np.ndarray, model: list[np.ndarray], other: list[np.ndarray],
+                         fold: np.ndarray | None = None, *, resamples: int = RESAMPLES,
+                         confidence: float = CONFIDENCE, seed: int = 0) -> dict:
+    """mean_s R²(model_s) - mean_t R²(other_t) on the regions of `y`, with its paired bootstrap
+    interval; `model` and `other` hold one (N,) prediction per seed (one for a seedless
+    model). `fold` (N,): the fold each region was held out in, for the per-fold count."""
+    from scipy.stats import bootstrap
+
+    y = np.asarray(y, dtype=np.float64)
+    model = [np.asarray(p, dtype=np.float64) for p in model]
+    other = [np.asarray(p, dtype=np.float64) for p in other]
+    k = len(model)
+
+    def statistic(y, *predictions, axis=-1):
+        first = np.mean([_r2(y, p) for p in predictions[:k]], axis=0)
+        return first - np.mean([_r2(y, p) for p in predictions[k:]], axis=0)
+
+    if np.ptp(y) == 0:
+        raise ValueError("R² needs a target that varies")
+    observed = float(statistic(y, *model, *other))
+    result = bootstrap((y, *model, *other), statistic, paired=True, vectorized=True,
+                       n_resamples=resamples, confidence_level=confidence,
+                       method="percentile", random_state=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    out = {"difference": observed, "low": float(low), "high": float(high),
+           "share_above_zero": float(np.mean(result.bootstrap_distribution > 0)),
+           "confidence": confidence, "resamples": resamples}
+    if fold is not None:
+        fold = np.asarray(fold)
+        error_model = np.mean([(p - y) ** 2 for p in model], axis=0)
+        error_other = np.mean([(p - y) ** 2 for p in other], axis=0)
+        numbers = np.unique(fold[fold >= 0])
+        out["folds"] = len(numbers)
+        out["folds_better"] = int(sum(error_model[fold == f].sum() < error_other[fold == f].sum()
+                                      for f in numbers))
+    return out
+
+
+def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 2),
+               tasks: tuple[str, ...] | None = None, folds: int = 10,
+               language_model: str = "smollm2", srel_epochs: int | None = None,
+               device: str = "cpu", cache_dir: str | None = None,
+               predictor_options: dict | None = None, log: Log = print) -> dict:
+    """Every comparison of `COMPARISONS`, per task and split, on the benchmark folder `data`."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from bench.quality import method_fit_predict
+    from engine.data.benchmark import load_benchmark_folder
+    from engine.language.encode import encode_regions
+    from engine.models.modeling_srel import SRELConfig
+    from engine.training.baselines import ridge_cv_fit_predict
+    from engine.training.cv import cross_val_predict_pooled
+    from engine.training.features import literature_features, robust_features
+    from engine.training.train_srel import fit_srel
+
+    dataset = load_benchmark_folder(data)
+    names, missing = resolve_tasks(tasks or LITERATURE_TASKS, dataset.targets)
+    literature = literature_features(dataset)
+    features = {"raw": literature, "robust": robust_features(dataset)}
+    options = dict(predictor_options or {})
+    embeddings, srel_seconds = {}, []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        log(f"  SREL seed {seed} ...")
+        result = fit_srel(dataset, SRELConfig(epochs=srel_epochs), device=device, seed=seed)
+        embeddings[seed] = result.embeddings
+        srel_seconds.append(result.seconds)
+    splits = (("unshuffled", False), ("shuffled", True))
+    out = {"data": str(data), "regions": dataset.n_regions, "tasks": names,
+           "missing_tasks": missing, "seeds": list(seeds), "folds": folds,
+           "language_model": language_model, "shuffle_seed": SHUFFLE_SEED,
+           "srel_epochs": result.epochs, "srel_seconds": srel_seconds, "rows": []}
+    for task in names:
+        y = dataset.targets[task]
+        start = time.perf_counter()
+        semantic = encode_regions(dataset, task, model=language_model, cache_dir=cache_dir,
+                                  device=device)
+        log(f"  prompts {task}: {time.perf_counter() - start:.1f} s")
+        for split, shuffle in splits:
+            def pooled(fit_predict, y=y, shuffle=shuffle):
+                with threadpool_limits(limits=1):
+                    return cross_val_predict_pooled(fit_predict, None, y, folds=folds,
+                                                    shuffle=shuffle, seed=SHUFFLE_SEED)
+
+            with threadpool_limits(limits=1):
+                bar = cross_val_predict_pooled(ridge_cv_fit_predict(), literature, y,
+                                               folds=folds, shuffle=shuffle, seed=SHUFFLE_SEED)
+            default = [pooled(method_fit_predict(embeddings[s], semantic, features, seed=s,
+                                                 device=device, options=options))
+                       for s in seeds]
+            alone = [pooled(method_fit_predict(None, None, features, seed=s, device=device,
+                                               options=options)) for s in seeds]
+            evaluated = bar.fold >= 0
+            predictions = {
+                "engine default": [p.predictions[evaluated] for p in default],
+                "the default without SREL and prompt vectors":
+                    [p.predictions[evaluated] for p in alone],
+                "the bar (raw features -> RidgeCV)": [bar.predictions[evaluated]],
+            }
+            r2 = {name: float(np.mean([_r2(y[evaluated], p) for p in values]))
+                  for name, values in predictions.items()}
+            for name, model, other in COMPARISONS:
+                compared = paired_r2_difference(y[evaluated], predictions[model],
+                                                predictions[other], bar.fold[evaluated])
+                out["rows"].append({"task": task, "split": split, "comparison": name,
+                                    "model": model, "other": other, "r2_model": r2[model],
+                                    "r2_other": r2[other], **compared})
+                log(f"  {task:<13} {split:<10} {name:<26} {compared['difference']:+.4f} "
+                    f"[{compared['low']:+.4f}, {compared['high']:+.4f}]")
+    return out

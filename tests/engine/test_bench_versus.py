@@ -1,0 +1,127 @@
+"""The paired comparison of the default with the bar, and the quality goals in the document."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch = pytest.importorskip("torch")
+
+from bench.report import quality_goal_rows, render  # noqa: E402
+from bench.versus import paired_r2_difference, run_versus  # noqa: E402
+
+
+def _city(n=180, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.gamma(2.0, 50.0, n)
+    return rng, y, np.arange(n) % 10
+
+
+def test_a_model_against_itself_differs_by_nothing():
+    rng, y, fold = _city()
+    same = [y + rng.normal(0, 30, len(y))]
+    out = paired_r2_difference(y, same, same, fold)
+    assert out["difference"] == out["low"] == out["high"] == 0.0
+    assert out["folds_better"] == 0  # equal errors are not lower
+
+
+def test_a_clearly_better_model_has_an_interval_above_zero_and_wins_every_fold():
+    rng, y, fold = _city()
+    better = [y + rng.normal(0, 15, len(y)) for _ in range(3)]  # three seeds
+    worse = [y + rng.normal(0, 45, len(y))]
+    out = paired_r2_difference(y, better, worse, fold)
+    r2 = lambda p: 1 - ((p - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()  # noqa: E731
+    assert out["difference"] == pytest.approx(np.mean([r2(p) for p in better]) - r2(worse[0]))
+    assert 0 < out["low"] < out["difference"] < out["high"]
+    assert out["share_above_zero"] == 1.0 and out["folds_better"] == out["folds"] == 10
+    swapped = paired_r2_difference(y, worse, better, fold)
+    assert swapped["difference"] == pytest.approx(-out["difference"])
+    assert swapped["high"] < 0
+
+
+def test_two_equally_good_models_get_an_interval_across_zero():
+    rng, y, fold = _city(seed=1)
+    error = rng.normal(0, 30, len(y))
+    odd = np.arange(len(y)) % 2 == 1
+    a = [y + np.where(odd, 2 * error, error)]  # the same total error, on other regions
+    b = [y + np.where(odd, error, 2 * error)]
+    out = paired_r2_difference(y, a, b, fold)
+    assert abs(out["difference"]) < 0.05
+    assert out["low"] < 0 < out["high"]
+    assert 0.0 < out["share_above_zero"] < 1.0
+
+
+def _quality(crime_default=0.762, crime_bar=0.768):
+    def row(task, model, r2):
+        return {"task": task, "protocol": "clean", "model": model, "label": model, "r2": r2,
+                "r2_std": None, "mae": 1.0, "rmse": 2.0, "runs": 1, "seconds": 1.0}
+
+    return {"data": "/data/city", "tasks": ["crime", "check_in"], "settings": {"folds": 10},
+            "rows": [row("crime", "method", crime_default), row("crime", "raw_ridgecv", crime_bar),
+                     row("check_in", "method", 0.876), row("check_in", "raw_ridgecv", 0.862)],
+            "clustering": [{"model": "srel", "label": "srel embeddings", "runs": 3, "nmi": 0.709, "nmi_std": 0.01, "clusters": 13,
+                            "literature_k": 12, "at_literature_k": {"nmi": 0.70,
+                                                                     "nmi_std": 0.02}}]}
+
+
+def _versus(data="/data/city"):
+    return {"data": data, "folds": 10, "seeds": [0, 1, 2], "rows": [
+        {"task": "crime", "split": "unshuffled", "comparison": "default_vs_bar",
+         "difference": -0.0062, "low": -0.021, "high": 0.009, "confidence": 0.95,
+         "folds_better": 4, "folds": 10}]}
+
+
+def test_the_goals_say_where_the_default_falls_below_the_bar_and_by_how_much():
+    lines = quality_goal_rows(_quality(), _versus())
+    bar = next(line for line in lines if "above the bar" in line)
+    assert "**not met** (below on crime)" in bar
+    assert "crime 0.762 vs 0.768 (-0.006, 95% paired interval [-0.021, +0.009], lower error on " \
+           "4 of 10 folds)" in bar
+    assert "check_in 0.876 vs 0.862;" not in bar and "check_in 0.876 vs 0.862" in bar
+    goals = {line.split("|")[1].strip(): line for line in lines}
+    assert "**not met** (-0.024)" in goals["R² >= 0.90 check_in, engine default, clean"]
+    assert "**not met** (-0.038)" in goals["R² >= 0.80 crime, engine default, clean"]
+    assert "service_call" not in "".join(goals)  # not in this table: no row
+    nmi = goals["land-use NMI >= 0.80, SREL embeddings"]
+    assert "KMeans(12)" in nmi and "**not met** (-0.091)" in nmi
+
+    above = quality_goal_rows(_quality(crime_default=0.770), None)[0]
+    assert "**met** (above on every task)" in above and "interval" not in above
+    # an interval measured on another city is not put beside this table's figures
+    assert "interval" not in quality_goal_rows(_quality(), _versus("/other"))[0]
+
+
+def test_run_versus_on_a_small_city_and_its_section(tmp_path):
+    from tests.engine.test_bench_smoke import _benchmark_folder
+
+    torch.set_num_threads(1)
+    data = tmp_path / "city"
+    data.mkdir()
+    _benchmark_folder(data, n=40)
+    out = run_versus(data, seeds=(0,), tasks=("crime", "check_in"), folds=4,
+                     language_model="none", srel_epochs=2, cache_dir=str(tmp_path / "cache"),
+                     log=lambda message: None)
+    assert len(out["rows"]) == 2 * 2 * 3  # tasks x splits x comparisons
+    for row in out["rows"]:
+        assert row["low"] <= row["difference"] <= row["high"]
+        assert row["difference"] == pytest.approx(row["r2_model"] - row["r2_other"])
+        assert row["folds"] == 4
+    by = {(r["task"], r["split"], r["comparison"]): r for r in out["rows"]}
+    # the same bar and the same default in each comparison they appear in
+    assert by["crime", "shuffled", "default_vs_bar"]["r2_other"] == \
+        by["crime", "shuffled", "features_only_vs_bar"]["r2_other"]
+    assert by["crime", "unshuffled", "default_vs_bar"]["r2_model"] == \
+        by["crime", "unshuffled", "default_vs_features_only"]["r2_model"]
+    assert by["crime", "unshuffled", "default_vs_bar"]["r2_other"] != \
+        by["crime", "shuffled", "default_vs_bar"]["r2_other"]  # other folds
+
+    quality = {**_quality(), "regions": 40, "labelled": {}}
+    quality["settings"] = {"folds": 4, "shuffle": False, "seeds": [0], "srel_epochs": 2,
+                           "language_model": "none"}
+    text = render({"mode": "quick", "quality": quality, "versus": {
+        **out, "environment": {"date": "today", "git_commit": "abc"}}}, tmp_path, None)
+    assert "### The default against the bar, paired over the same regions" in text
+    assert "| crime | shuffled | engine default vs the bar (raw features -> RidgeCV) |" in text
