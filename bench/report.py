@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.sweep import memory_exponent
+from bench.versus import COMPARISONS
 from engine.tasks import BAR, BASELINE_NAMES, METHOD_DEFAULT
 
 INTRO = """\
@@ -454,8 +455,10 @@ def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
             text += f" ({_interval(paired[task])})"
         parts.append(text)
     if parts:
-        where = ("; the intervals from versus.json, "
-                 f"{len((versus or {}).get('seeds', []))} seed(s)" if paired else "")
+        where = ("; the paired differences and intervals from versus.json's own run, "
+                 f"{len((versus or {}).get('seeds', []))} seed(s), "
+                 f"{((versus or {}).get('environment') or {}).get('date', '?')[:10]}"
+                 if paired else "")
         verdict = _verdict(not below, f"below on {', '.join(below)}" if below
                            else "above on every task")
         lines.append("| engine default above the bar (raw features -> RidgeCV) on every task, "
@@ -470,7 +473,7 @@ def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
     srel = next((r for r in quality.get("clustering") or [] if r["model"] == "srel"), None)
     if srel:
         lit = srel.get("at_literature_k")
-        text = f"{_pm(srel, 'nmi')} (k = {srel.get('clusters')})"
+        text = f"{_pm(srel, 'nmi')} (k = {srel.get('clusters') or 'the classes present'})"
         best = srel["nmi"]
         if lit:
             text += f", {_pm(lit, 'nmi')} (KMeans({srel['literature_k']}), as published)"
@@ -488,7 +491,7 @@ def versus_section(versus: dict | None) -> list[str]:
     env = versus.get("environment") or {}
     lines = ["### The default against the bar, paired over the same regions", "",
              f"From `versus.json` ({versus.get('mode', '?')} mode, measured {env.get('date')}, "
-             f"commit `{env.get('git_commit')}`, {_cpu_name(versus)}): "
+             f"commit `{env.get('git_commit')}`, {_cpu_name(env)}): "
              f"`{versus['data']}`, {versus['regions']} regions, {versus['folds']} folds, "
              f"unshuffled (the literature's) and shuffled (seed {versus['shuffle_seed']}); "
              f"SREL seeds {versus['seeds']} ({versus['srel_epochs']} epochs), language model "
@@ -505,6 +508,16 @@ def versus_section(versus: dict | None) -> list[str]:
                      f"{r['r2_model']:.3f} | {r['r2_other']:.3f} | {r['difference']:+.4f} | "
                      f"[{r['low']:+.4f}, {r['high']:+.4f}] | {r['share_above_zero']:.2f} | "
                      f"{r['folds_better']} of {r['folds']} |")
+    lines.append("")
+    for name, model, other in COMPARISONS:
+        rows = [r for r in versus["rows"] if r["comparison"] == name]
+        if rows:
+            above = [f"{r['task']} ({r['split']})" for r in rows if r["low"] > 0]
+            below = [f"{r['task']} ({r['split']})" for r in rows if r["high"] < 0]
+            lines.append(f"- {model} vs {other}: above on {len(above)} of {len(rows)} rows"
+                         + (f" ({', '.join(above)})" if above else "")
+                         + f", below on {len(below)}" + (f" ({', '.join(below)})" if below else "")
+                         + f", not told apart on {len(rows) - len(above) - len(below)}.")
     lines.append("")
     return lines
 

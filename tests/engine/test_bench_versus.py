@@ -125,3 +125,5 @@ def test_run_versus_on_a_small_city_and_its_section(tmp_path):
         **out, "environment": {"date": "today", "git_commit": "abc"}}}, tmp_path, None)
     assert "### The default against the bar, paired over the same regions" in text
     assert "| crime | shuffled | engine default vs the bar (raw features -> RidgeCV) |" in text
+    assert "- engine default vs the bar (raw features -> RidgeCV): above on " in text
+    assert " of 4 rows" in text  # 2 tasks x 2 splits per comparison
