@@ -5,9 +5,9 @@ between two rows is a difference at all it does not say. Here the two models' ou
 predictions of the same regions (same folds) are compared region by region:
 
 - the R² difference (mean over seeds of the default's R² minus the other's),
-- its 95% interval from a paired bootstrap over the evaluated regions (scipy's
-  `stats.bootstrap`, percentile method: the regions are resampled, both R² computed on each
-  resample). It is the evaluation's sampling uncertainty with the fold models held fixed: it
+- its 95% interval from a paired bootstrap over the evaluated regions
+  (`engine.training.metrics.paired_r2_difference`: scipy's `stats.bootstrap`, percentile
+  method; the regions are resampled, both R² computed on each resample). It is the evaluation's sampling uncertainty with the fold models held fixed: it
   does not retrain anything, so it says how sure one can be on *these* regions, not on
   another city;
 - the folds (of K) on which the default's squared error is the lower.
@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.quality import LITERATURE_TASKS, MANHATTAN, resolve_tasks
+from engine.training.metrics import paired_r2_difference, regression_metrics
 
 Log = Callable[[str], None]
 
-CONFIDENCE = 0.95
-RESAMPLES = 2000
 SHUFFLE_SEED = 2024  # the literature's shuffling seed (engine.training.cv.LITERATURE_SEED)
 
 # (name, the model, the one it is measured against)
@@ -42,50 +41,6 @@ COMPARISONS = (
     ("features_only_vs_bar", "the default without SREL and prompt vectors",
      "the bar (raw features -> RidgeCV)"),
 )
-
-
-def _r2(y: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """R² along the last axis (the regions)."""
-    total = ((y - y.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
-    return 1.0 - ((prediction - y) ** 2).sum(axis=-1) / total
-
-
-def paired_r2_difference(y: np.ndarray, model: list[np.ndarray], other: list[np.ndarray],
-                         fold: np.ndarray | None = None, *, resamples: int = RESAMPLES,
-                         confidence: float = CONFIDENCE, seed: int = 0) -> dict:
-    """mean_s R²(model_s) - mean_t R²(other_t) on the regions of `y`, with its paired bootstrap
-    interval; `model` and `other` hold one (N,) prediction per seed (one for a seedless
-    model). `fold` (N,): the fold each region was held out in, for the per-fold count."""
-    from scipy.stats import bootstrap
-
-    y = np.asarray(y, dtype=np.float64)
-    model = [np.asarray(p, dtype=np.float64) for p in model]
-    other = [np.asarray(p, dtype=np.float64) for p in other]
-    k = len(model)
-
-    def statistic(y, *predictions, axis=-1):
-        first = np.mean([_r2(y, p) for p in predictions[:k]], axis=0)
-        return first - np.mean([_r2(y, p) for p in predictions[k:]], axis=0)
-
-    if np.ptp(y) == 0:
-        raise ValueError("R² needs a target that varies")
-    observed = float(statistic(y, *model, *other))
-    result = bootstrap((y, *model, *other), statistic, paired=True, vectorized=True,
-                       n_resamples=resamples, confidence_level=confidence,
-                       method="percentile", random_state=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    out = {"difference": observed, "low": float(low), "high": float(high),
-           "share_above_zero": float(np.mean(result.bootstrap_distribution > 0)),
-           "confidence": confidence, "resamples": resamples}
-    if fold is not None:
-        fold = np.asarray(fold)
-        error_model = np.mean([(p - y) ** 2 for p in model], axis=0)
-        error_other = np.mean([(p - y) ** 2 for p in other], axis=0)
-        numbers = np.unique(fold[fold >= 0])
-        out["folds"] = len(numbers)
-        out["folds_better"] = int(sum(error_model[fold == f].sum() < error_other[fold == f].sum()
-                                      for f in numbers))
-    return out
 
 
 def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 2),
@@ -150,7 +105,8 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
                     [p.predictions[evaluated] for p in alone],
                 "the bar (raw features -> RidgeCV)": [bar.predictions[evaluated]],
             }
-            r2 = {name: float(np.mean([_r2(y[evaluated], p) for p in values]))
+            r2 = {name: float(np.mean([regression_metrics(y[evaluated], p)["r2"]
+                                       for p in values]))
                   for name, values in predictions.items()}
             for name, model, other in COMPARISONS:
                 compared = paired_r2_difference(y[evaluated], predictions[model],

@@ -179,7 +179,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
     from engine.training.baselines import evaluate_baselines, ridge_cv_fit_predict
     from engine.training.cv import PROTOCOL_LABELS, cross_val_predict_pooled
     from engine.training.features import literature_features, robust_features
-    from engine.training.metrics import clustering_metrics
+    from engine.training.metrics import clustering_metrics, paired_r2_difference, versus_text
     from engine.training.predictor import TaskInputs, evaluate_task
 
     targets = labelled_targets(dataset)
@@ -215,10 +215,20 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
                                        seed=fold_seed, protocol="clean")
         baselines["srel_ridgecv"] = cross_val_predict_pooled(
             ridge_cv_fit_predict(), embeddings, y, folds=folds, shuffle=shuffle, seed=fold_seed)
+        pooled = {method: evaluation.pooled}
         for key, label in BASELINE_NAMES.items():
             if key in baselines:
                 methods[label] = _scores(baselines[key].metrics)
+                pooled[label] = baselines[key]
+        held_out = evaluation.pooled.fold >= 0
+        for label, result in pooled.items():  # how sure each R² is, on these regions
+            interval = paired_r2_difference(y[held_out], [result.predictions[held_out]], [])
+            methods[label]["R2_interval"] = [interval["low"], interval["high"]]
+        versus = paired_r2_difference(
+            y[held_out], [evaluation.pooled.predictions[held_out]],
+            [baselines[BAR].predictions[held_out]], evaluation.pooled.fold[held_out])
         tasks[target] = {"methods": methods, "labelled": int(np.isfinite(y).sum()),
+                         "versus_bar": {"method": method, "bar": BASELINE_NAMES[BAR], **versus},
                          "final_model": evaluation.final.describe(),
                          "fold_choices": evaluation.choices}
         predictions[target] = evaluation.pooled.predictions
@@ -226,7 +236,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         final_models[target] = evaluation.final
         bar = methods[BASELINE_NAMES[BAR]]["R2"]
         sink.log(f"{target}: R2 {methods[method]['R2']:.3f} (the bar, "
-                 f"{BASELINE_NAMES[BAR]}, in this run: {bar:.3f})")
+                 f"{BASELINE_NAMES[BAR]}, in this run: {bar:.3f}; {versus_text(versus)})")
     timings["fit_seconds"] = time.monotonic() - t0
     sink.progress("fit", 1.0, "done")
 

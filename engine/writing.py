@@ -67,8 +67,15 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
     lines = []
     for target, entry in metrics["tasks"].items():
         for method, s in entry["methods"].items():
+            interval = (f" [{s['R2_interval'][0]:6.3f}, {s['R2_interval'][1]:6.3f}]"
+                        if s.get("R2_interval") else "")
             lines.append(f"{target:<16} {method:<52} MAE {s['MAE']:10.2f}  RMSE {s['RMSE']:10.2f}"
-                         f"  R2 {s['R2']:6.3f}")
+                         f"  R2 {s['R2']:6.3f}{interval}")
+        if entry.get("versus_bar"):
+            from engine.training.metrics import versus_text
+
+            lines.append(f"{target:<16} {'the default minus the bar (R2, paired)':<52} "
+                         f"{versus_text(entry['versus_bar'])}")
     for field, s in metrics["clustering"].items():
         lines.append(f"clustering {field}: NMI {s['NMI']:.3f}  ARI {s['ARI']:.3f}")
     header = (f"{metrics['regions']} regions, {metrics['folds']} folds, "

@@ -39,6 +39,15 @@ def main(path: str) -> int:
             s = scores.get(task)
             row += f"{s[0]:>10.1f} {s[1]:>8.1f} {s[2]:>7.3f}  " if s else f"{'':>28}"
         print(row)
+    paired = {t: metrics["tasks"][t].get("versus_bar") for t in tasks}
+    if any(paired.values()):
+        print("\nthe default minus the bar in this run, paired over the same regions "
+              "(95% bootstrap interval; an interval across 0: not told apart here):")
+        for task, versus in paired.items():
+            if versus:
+                print(f"  {task:<14} {versus['difference']:+.3f}  [{versus['low']:+.3f}, "
+                      f"{versus['high']:+.3f}]  lower error on {versus['folds_better']} of "
+                      f"{versus['folds']} folds")
     for field, scores in metrics.get("clustering", {}).items():
         k = scores.get("CLUSTERS", scores.get("CLASSES"))
         print(f"\nclustering of the embeddings against {field}: KMeans({k}), NMI "

@@ -11,7 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from bench.report import quality_goal_rows, render  # noqa: E402
-from bench.versus import paired_r2_difference, run_versus  # noqa: E402
+from bench.versus import run_versus  # noqa: E402
+from engine.training.metrics import paired_r2_difference  # noqa: E402
 
 
 def _city(n=180, seed=0):

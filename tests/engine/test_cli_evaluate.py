@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -26,3 +28,31 @@ def test_evaluate_clusters_at_the_k_asked_for_and_reports_the_classes_present(ti
     zone = json.loads((out / "metrics.json").read_text())["clustering"]["zone"]
     assert zone["CLASSES"] == 2 and zone["CLUSTERS"] == 3  # the tiny grid: north and south
     assert 0 <= zone["NMI"] <= 1
+
+
+def test_every_r2_comes_with_its_interval_and_the_default_with_its_paired_gap_to_the_bar(
+        tiny_layers, tmp_path):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(tiny_layers))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "evaluate", "--job", str(job), "--epochs", "2",
+         "--embedding-size", "8", "--language-model", "none", "--folds", "3", "--device", "cpu",
+         "--out-dir", str(out), "--events", "jsonl"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tasks = json.loads((out / "metrics.json").read_text())["tasks"]
+    assert set(tasks) == {"crime", "price"}
+    for entry in tasks.values():
+        for scores in entry["methods"].values():
+            low, high = scores["R2_interval"]
+            assert low < high  # 12 regions: a wide interval, never a point
+        versus = entry["versus_bar"]
+        method, bar = entry["methods"][versus["method"]], entry["methods"][versus["bar"]]
+        assert versus["difference"] == pytest.approx(method["R2"] - bar["R2"], abs=1e-9)
+        assert versus["low"] <= versus["high"] and versus["folds"] == 3
+        assert 0 <= versus["folds_better"] <= 3
+    result = next(json.loads(line) for line in done.stdout.splitlines()
+                  if json.loads(line).get("event") == "result")
+    assert "the default minus the bar (R2, paired)" in result["summary"]
+    assert "R2 95% interval" in (out / "report.html").read_text()
