@@ -48,7 +48,8 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
                language_model: str = "smollm2", srel_epochs: int | None = None,
                device: str = "cpu", cache_dir: str | None = None,
                predictor_options: dict | None = None, log: Log = print) -> dict:
-    """Every comparison of `COMPARISONS`, per task and split, on the benchmark folder `data`."""
+    """Every comparison of `COMPARISONS`, per task and split, on the benchmark folder `data`
+    (or a RegionDataset, e.g. a synthetic city)."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -61,7 +62,7 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
     from engine.training.features import literature_features, robust_features
     from engine.training.train_srel import fit_srel
 
-    dataset = load_benchmark_folder(data)
+    dataset = load_benchmark_folder(data) if isinstance(data, (str, Path)) else data
     names, missing = resolve_tasks(tasks or LITERATURE_TASKS, dataset.targets)
     literature = literature_features(dataset)
     features = {"raw": literature, "robust": robust_features(dataset)}
@@ -74,7 +75,8 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
         embeddings[seed] = result.embeddings
         srel_seconds.append(result.seconds)
     splits = (("unshuffled", False), ("shuffled", True))
-    out = {"data": str(data), "regions": dataset.n_regions, "tasks": names,
+    out = {"data": str(data) if isinstance(data, (str, Path)) else "a RegionDataset",
+           "regions": dataset.n_regions, "tasks": names,
            "missing_tasks": missing, "seeds": list(seeds), "folds": folds,
            "language_model": language_model, "shuffle_seed": SHUFFLE_SEED,
            "srel_epochs": result.epochs, "srel_seconds": srel_seconds, "rows": []}
