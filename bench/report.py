@@ -938,7 +938,8 @@ def render(results: dict, out_dir: Path, plot: str | None) -> str:
     if results.get("quality"):
         lines += [f"Quality measured {_env_line(results['quality'].get('environment'))}.", ""]
         lines += quality_section(results["quality"])
-        lines += versus_section(results.get("versus"))
+    lines += versus_section(results.get("versus"))  # also without a quality table
+    if results.get("quality"):
         lines += quality_checks_section(results["quality"], results.get("quality_checks") or [])
     lines += srel_epochs_section(results.get("srel_epochs"), results.get("srel_epochs_plot"))
     lines += speed_section(results, plot)

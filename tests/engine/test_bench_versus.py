@@ -119,6 +119,9 @@ def test_run_versus_on_a_small_city_and_its_section(tmp_path):
     assert by["crime", "unshuffled", "default_vs_bar"]["r2_other"] != \
         by["crime", "shuffled", "default_vs_bar"]["r2_other"]  # other folds
 
+    alone = render({"mode": "quick", "versus": {
+        **out, "environment": {"date": "today", "git_commit": "abc"}}}, tmp_path, None)
+    assert "### The default against the bar, paired over the same regions" in alone  # no quality
     quality = {**_quality(), "regions": 40, "labelled": {}}
     quality["settings"] = {"folds": 4, "shuffle": False, "seeds": [0], "srel_epochs": 2,
                            "language_model": "none"}
