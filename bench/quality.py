@@ -80,17 +80,24 @@ def _summary(runs: list[dict]) -> dict:
     return out
 
 
-def _pooled(fit_predict, inputs, y, settings: QualitySettings, protocol: str) -> dict:
-    """Pooled K-fold metrics. BLAS and OpenMP run on one thread here: these fits are small, and
-    on a shared machine more threads spin-wait (boosting ran 7x slower with 2 threads)."""
+def pooled_prediction(fit_predict, inputs, y, *, folds: int, shuffle: bool,
+                      protocol: str = "clean"):
+    """Pooled K-fold predictions (`cross_val_predict_pooled`, the literature's shuffling seed).
+    BLAS and OpenMP run on one thread here: these fits are small, and on a shared machine more
+    threads spin-wait (boosting ran 7x slower with 2 threads)."""
     from threadpoolctl import threadpool_limits
 
     from engine.training.cv import cross_val_predict_pooled
 
     with threadpool_limits(limits=1):
-        result = cross_val_predict_pooled(fit_predict, inputs, y, folds=settings.folds,
-                                          shuffle=settings.shuffle, protocol=protocol)
-    return dict(result.metrics)
+        return cross_val_predict_pooled(fit_predict, inputs, y, folds=folds, shuffle=shuffle,
+                                        protocol=protocol)
+
+
+def _pooled(fit_predict, inputs, y, settings: QualitySettings, protocol: str) -> dict:
+    """Pooled K-fold metrics of `pooled_prediction` on the settings' folds."""
+    return dict(pooled_prediction(fit_predict, inputs, y, folds=settings.folds,
+                                  shuffle=settings.shuffle, protocol=protocol).metrics)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -441,8 +441,7 @@ def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
     if versus and (versus.get("data") != quality.get("data")
                    or versus.get("folds") != quality["settings"].get("folds")):
         paired = {}  # another city or other folds: no interval beside this table
-    lines, below = [], []
-    parts = []
+    lines, below, parts = [], [], []
     for task in quality["tasks"]:
         default, bar = clean.get((task, "method")), clean.get((task, "raw_ridgecv"))
         if not default or not bar:
@@ -456,9 +455,8 @@ def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
         parts.append(text)
     if parts:
         where = ("; the paired differences and intervals from versus.json's own run, "
-                 f"{len((versus or {}).get('seeds', []))} seed(s), "
-                 f"{((versus or {}).get('environment') or {}).get('date', '?')[:10]}"
-                 if paired else "")
+                 f"{len(versus['seeds'])} seed(s), "
+                 f"{(versus.get('environment') or {}).get('date', '?')[:10]}" if paired else "")
         verdict = _verdict(not below, f"below on {', '.join(below)}" if below
                            else "above on every task")
         lines.append("| engine default above the bar (raw features -> RidgeCV) on every task, "

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality import LITERATURE_TASKS, MANHATTAN, resolve_tasks
+from bench.quality import LITERATURE_TASKS, MANHATTAN, pooled_prediction, resolve_tasks
+from engine.training.cv import LITERATURE_SEED
 from engine.training.metrics import paired_r2_difference, regression_metrics
 
 Log = Callable[[str], None]
-
-SHUFFLE_SEED = 2024  # the literature's shuffling seed (engine.training.cv.LITERATURE_SEED)
 
 # (name, the model, the one it is measured against)
 COMPARISONS = (
@@ -51,14 +50,12 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
     """Every comparison of `COMPARISONS`, per task and split, on the benchmark folder `data`
     (or a RegionDataset, e.g. a synthetic city)."""
     import torch
-    from threadpoolctl import threadpool_limits
 
     from bench.quality import method_fit_predict
     from engine.data.benchmark import load_benchmark_folder
     from engine.language.encode import encode_regions
     from engine.models.modeling_srel import SRELConfig
     from engine.training.baselines import ridge_cv_fit_predict
-    from engine.training.cv import cross_val_predict_pooled
     from engine.training.features import literature_features, robust_features
     from engine.training.train_srel import fit_srel
 
@@ -78,7 +75,7 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
     out = {"data": str(data) if isinstance(data, (str, Path)) else "a RegionDataset",
            "regions": dataset.n_regions, "tasks": names,
            "missing_tasks": missing, "seeds": list(seeds), "folds": folds,
-           "language_model": language_model, "shuffle_seed": SHUFFLE_SEED,
+           "language_model": language_model, "shuffle_seed": LITERATURE_SEED,
            "srel_epochs": result.epochs, "srel_seconds": srel_seconds, "rows": []}
     for task in names:
         y = dataset.targets[task]
@@ -87,19 +84,15 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
                                   device=device)
         log(f"  prompts {task}: {time.perf_counter() - start:.1f} s")
         for split, shuffle in splits:
-            def pooled(fit_predict, y=y, shuffle=shuffle):
-                with threadpool_limits(limits=1):
-                    return cross_val_predict_pooled(fit_predict, None, y, folds=folds,
-                                                    shuffle=shuffle, seed=SHUFFLE_SEED)
-
-            with threadpool_limits(limits=1):
-                bar = cross_val_predict_pooled(ridge_cv_fit_predict(), literature, y,
-                                               folds=folds, shuffle=shuffle, seed=SHUFFLE_SEED)
-            default = [pooled(method_fit_predict(embeddings[s], semantic, features, seed=s,
-                                                 device=device, options=options))
-                       for s in seeds]
-            alone = [pooled(method_fit_predict(None, None, features, seed=s, device=device,
-                                               options=options)) for s in seeds]
+            split_folds = {"folds": folds, "shuffle": shuffle}
+            bar = pooled_prediction(ridge_cv_fit_predict(), literature, y, **split_folds)
+            default = [pooled_prediction(method_fit_predict(embeddings[s], semantic, features,
+                                                            seed=s, device=device,
+                                                            options=options), None, y,
+                                         **split_folds) for s in seeds]
+            alone = [pooled_prediction(method_fit_predict(None, None, features, seed=s,
+                                                          device=device, options=options),
+                                       None, y, **split_folds) for s in seeds]
             evaluated = bar.fold >= 0
             predictions = {
                 "engine default": [p.predictions[evaluated] for p in default],

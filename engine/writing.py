@@ -13,6 +13,7 @@ from engine.outputs import (
     write_json,
     write_regions,
 )
+from engine.training.metrics import versus_text
 
 OUTPUT_NAMES = ["regions.gpkg", "regions.csv", "model", "metrics.json", "report.html"]
 
@@ -72,8 +73,6 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
             lines.append(f"{target:<16} {method:<52} MAE {s['MAE']:10.2f}  RMSE {s['RMSE']:10.2f}"
                          f"  R2 {s['R2']:6.3f}{interval}")
         if entry.get("versus_bar"):
-            from engine.training.metrics import versus_text
-
             lines.append(f"{target:<16} {'the default minus the bar (R2, paired)':<52} "
                          f"{versus_text(entry['versus_bar'])}")
     for field, s in metrics["clustering"].items():

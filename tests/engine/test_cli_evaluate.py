@@ -14,17 +14,24 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def test_evaluate_clusters_at_the_k_asked_for_and_reports_the_classes_present(tiny_layers,
-                                                                               tmp_path):
+def _evaluate(job_dict: dict, tmp_path: Path, *options: str):
+    """`python -m engine evaluate` on the job with a tiny SREL, 3 folds, no language model;
+    (the finished process, the output folder)."""
     job = tmp_path / "job.json"
-    job.write_text(json.dumps(tiny_layers))
+    job.write_text(json.dumps(job_dict))
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "engine", "evaluate", "--job", str(job), "--clusters", "3",
+        [sys.executable, "-m", "engine", "evaluate", "--job", str(job), *options,
          "--epochs", "2", "--embedding-size", "8", "--language-model", "none", "--folds", "3",
          "--device", "cpu", "--out-dir", str(out)],
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    return done, out
+
+
+def test_evaluate_clusters_at_the_k_asked_for_and_reports_the_classes_present(tiny_layers,
+                                                                               tmp_path):
+    _, out = _evaluate(tiny_layers, tmp_path, "--clusters", "3")
     zone = json.loads((out / "metrics.json").read_text())["clustering"]["zone"]
     assert zone["CLASSES"] == 2 and zone["CLUSTERS"] == 3  # the tiny grid: north and south
     assert 0 <= zone["NMI"] <= 1
@@ -32,15 +39,7 @@ def test_evaluate_clusters_at_the_k_asked_for_and_reports_the_classes_present(ti
 
 def test_every_r2_comes_with_its_interval_and_the_default_with_its_paired_gap_to_the_bar(
         tiny_layers, tmp_path):
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps(tiny_layers))
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "engine", "evaluate", "--job", str(job), "--epochs", "2",
-         "--embedding-size", "8", "--language-model", "none", "--folds", "3", "--device", "cpu",
-         "--out-dir", str(out), "--events", "jsonl"],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done, out = _evaluate(tiny_layers, tmp_path, "--events", "jsonl")
     tasks = json.loads((out / "metrics.json").read_text())["tasks"]
     assert set(tasks) == {"crime", "price"}
     for entry in tasks.values():
