@@ -10,6 +10,7 @@ import numpy as np
 from bench.sweep import memory_exponent
 from bench.versus import COMPARISONS
 from engine.tasks import BAR, BASELINE_NAMES, METHOD_DEFAULT
+from engine.training.metrics import versus_text
 
 INTRO = """\
 # Benchmarks
@@ -423,12 +424,6 @@ def srel_section(timing: dict | None) -> list[str]:
     return lines + [""]
 
 
-def _interval(row: dict) -> str:
-    return (f"{row['difference']:+.3f}, {row['confidence']:.0%} paired interval "
-            f"[{row['low']:+.3f}, {row['high']:+.3f}], lower error on {row['folds_better']} of "
-            f"{row['folds']} folds")
-
-
 def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
     """The quality figures of the method's issue as goal rows: the default above the bar on
     every task (with the paired interval of `versus` where it ran), the R² goals, and the
@@ -451,7 +446,7 @@ def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
             below.append(task)
         text = f"{task} {default['r2']:.3f} vs {bar['r2']:.3f}"
         if task in paired:
-            text += f" ({_interval(paired[task])})"
+            text += f" ({versus_text(paired[task])})"
         parts.append(text)
     if parts:
         where = ("; the paired differences and intervals from versus.json's own run, "

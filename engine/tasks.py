@@ -236,7 +236,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         final_models[target] = evaluation.final
         bar = methods[BASELINE_NAMES[BAR]]["R2"]
         sink.log(f"{target}: R2 {methods[method]['R2']:.3f} (the bar, "
-                 f"{BASELINE_NAMES[BAR]}, in this run: {bar:.3f}; {versus_text(versus)})")
+                 f"{BASELINE_NAMES[BAR]}, in this run: {bar:.3f}; difference {versus_text(versus)})")
     timings["fit_seconds"] = time.monotonic() - t0
     sink.progress("fit", 1.0, "done")
 

@@ -124,9 +124,9 @@ def paired_r2_difference(y: np.ndarray, model: list[np.ndarray], other: list[np.
 
 
 def versus_text(versus: dict) -> str:
-    """`paired_r2_difference`'s result as "difference +0.018, 95% interval [-0.005, +0.052],
-    lower error on 10 of 10 folds"."""
-    text = (f"difference {versus['difference']:+.3f}, {versus['confidence']:.0%} interval "
+    """`paired_r2_difference`'s result as "+0.018, 95% paired interval [-0.005, +0.052],
+    lower error on 10 of 10 folds" (also the wording of the benchmarks' goal rows)."""
+    text = (f"{versus['difference']:+.3f}, {versus['confidence']:.0%} paired interval "
             f"[{versus['low']:+.3f}, {versus['high']:+.3f}]")
     if "folds" in versus:
         text += f", lower error on {versus['folds_better']} of {versus['folds']} folds"

@@ -54,4 +54,10 @@ def test_every_r2_comes_with_its_interval_and_the_default_with_its_paired_gap_to
     result = next(json.loads(line) for line in done.stdout.splitlines()
                   if json.loads(line).get("event") == "result")
     assert "the default minus the bar (R2, paired)" in result["summary"]
-    assert "R2 95% interval" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "R2 95% interval" in report
+    for entry in tasks.values():  # the paired gap in the words of the benchmarks' goal rows
+        versus = entry["versus_bar"]
+        gap = (f"{versus['difference']:+.3f}, 95% paired interval [{versus['low']:+.3f}, "
+               f"{versus['high']:+.3f}], lower error on {versus['folds_better']} of 3 folds")
+        assert gap in result["summary"] and gap in report
