@@ -17,7 +17,7 @@ help:
 	@echo "make demo          the whole method on the bundled Manhattan demo through QGIS (qgis_process)"
 	@echo "make test          every test: engine, plugin (real QGIS, offscreen), lint"
 	@echo "make test-slow     the same plus the slow ones (real language-model weights)"
-	@echo "make bench         benchmarks (minutes) -> docs/benchmarks.md; DATA=dir TASKS=a,b for another city"
+	@echo "make bench         benchmarks (minutes) -> docs/benchmarks.md; DATA=dir TASKS=a,b [CITY=chicago] for another city (-> out/bench/NAME/)"
 	@echo "make bench-full    all seeds and sizes (longer)"
 	@echo "make install-engine the engine environment in a QGIS profile (PROFILE=dir; default profile)"
 	@echo "make package       topt_qgis.zip for the QGIS plugin store"
@@ -56,10 +56,10 @@ demo: setup setup-qgis
 	bash scripts/demo.sh $(OUT)/demo
 
 bench: setup
-	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --quick $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS)) $(if $(CLUSTERS),--clusters $(CLUSTERS))
+	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --quick $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS)) $(if $(CLUSTERS),--clusters $(CLUSTERS)) $(if $(CITY),--city $(CITY))
 
 bench-full: setup setup-qgis
-	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --full $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS)) $(if $(CLUSTERS),--clusters $(CLUSTERS))
+	OMP_NUM_THREADS=2 $(ENGINE_PY) -m bench.run --full $(if $(DATA),--data $(DATA)) $(if $(TASKS),--tasks $(TASKS)) $(if $(CLUSTERS),--clusters $(CLUSTERS)) $(if $(CITY),--city $(CITY))
 
 install-engine:
 	python3 scripts/install_engine.py $(PROFILE)

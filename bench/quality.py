@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.benchmark import resolve_targets as resolve_tasks  # noqa: F401 (bench's name)
+from engine.training.cv import LITERATURE_SEED
+
 Log = Callable[[str], None]
 
 MANHATTAN_LITERATURE_CLUSTERS = 12  # ../shared/data/manhattan/README.md: KMeans(12)
@@ -47,7 +50,9 @@ class QualitySettings:
     seeds: tuple[int, ...] = (0, 1, 2)  # SREL / Prompt4RE / boosting seeds; mean ± std over them
     tasks: tuple[str, ...] | None = None  # targets to evaluate (None: the literature's five)
     folds: int = 10  # outer folds (Manhattan: 10, no shuffle, as the literature)
-    shuffle: bool = False  # shuffle before folding (seed 2024 when True)
+    shuffle: bool = False  # shuffle before folding
+    fold_seed: int = LITERATURE_SEED  # KFold's seed when shuffled (the literature's 2024)
+    city: str | None = None  # the benchmark city (None: from the folder's name); its zeros rule
     srel_epochs: int | None = None  # SREL epochs (None: the engine's schedule, 2000 at N=180)
     language_model: str = "smollm2"  # the default prompt encoder
     ablation_models: tuple[str, ...] = ("minilm",)  # other language models to compare
@@ -81,8 +86,9 @@ def _summary(runs: list[dict]) -> dict:
 
 
 def pooled_prediction(fit_predict, inputs, y, *, folds: int, shuffle: bool,
-                      protocol: str = "clean"):
-    """Pooled K-fold predictions (`cross_val_predict_pooled`, the literature's shuffling seed).
+                      protocol: str = "clean", fold_seed: int = LITERATURE_SEED):
+    """Pooled K-fold predictions (`cross_val_predict_pooled`; shuffled with `fold_seed`, by
+    default the literature's 2024).
     BLAS and OpenMP run on one thread here: these fits are small, and on a shared machine more
     threads spin-wait (boosting ran 7x slower with 2 threads)."""
     from threadpoolctl import threadpool_limits
@@ -91,13 +97,14 @@ def pooled_prediction(fit_predict, inputs, y, *, folds: int, shuffle: bool,
 
     with threadpool_limits(limits=1):
         return cross_val_predict_pooled(fit_predict, inputs, y, folds=folds, shuffle=shuffle,
-                                        protocol=protocol)
+                                        seed=fold_seed, protocol=protocol)
 
 
 def _pooled(fit_predict, inputs, y, settings: QualitySettings, protocol: str) -> dict:
     """Pooled K-fold metrics of `pooled_prediction` on the settings' folds."""
     return dict(pooled_prediction(fit_predict, inputs, y, folds=settings.folds,
-                                  shuffle=settings.shuffle, protocol=protocol).metrics)
+                                  shuffle=settings.shuffle, protocol=protocol,
+                                  fold_seed=settings.fold_seed).metrics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,28 +150,6 @@ RELEASED_LR = {"check_in": 3e-4}  # the released learning rates; 1e-4 for the ot
 # The benchmark
 
 
-def resolve_tasks(wanted, targets) -> tuple[list[str], list[str]]:
-    """(the dataset's target names for `wanted`, the names that match none), in order, once each.
-
-    A name matches a target as it is, by the benchmark folder's file stem (`check` for
-    check_in) or ignoring case and underscores, so the literature's `checkIn` and
-    `serviceCall` name `check_in` and `service_call`."""
-    from engine.data.benchmark import TARGET_NAMES
-
-    def key(name: str) -> str:
-        return name.replace("_", "").replace("-", "").lower()
-
-    by_key = {key(t): t for t in targets}
-    found, missing = [], []
-    for name in wanted:
-        target = name if name in targets else by_key.get(key(TARGET_NAMES.get(name, name)))
-        if target is None:
-            missing.append(name)
-        elif target not in found:
-            found.append(target)
-    return found, missing
-
-
 def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None = None,
                 log: Log = print) -> dict:
     """Every quality row on the benchmark folder `data`; a JSON-able dict."""
@@ -180,7 +165,7 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
     from engine.training.train_srel import fit_srel
 
     settings = settings or QualitySettings()
-    dataset = load_benchmark_folder(data)
+    dataset = load_benchmark_folder(data, city=settings.city)
     wanted = settings.tasks or LITERATURE_TASKS
     tasks, missing = resolve_tasks(wanted, dataset.targets)
     if not tasks:
@@ -195,6 +180,7 @@ def run_quality(data: str | Path = MANHATTAN, settings: QualitySettings | None =
     robust = robust_features(dataset)
     feature_sets = {"raw": literature, "robust": robust}  # what the engine's predictor reads
     out: dict = {"data": str(data), "regions": dataset.n_regions, "tasks": tasks,
+                 "split": dataset.source.get("split"),
                  "missing_tasks": missing, "settings": asdict(settings),
                  "labelled": {t: int(np.isfinite(dataset.targets[t]).sum()) for t in tasks},
                  "rows": [], "clustering": [], "srel": {},

@@ -6,6 +6,13 @@
 
 Parts not run this time are read back from their earlier result files in OUT/bench/, so the
 document always shows every table; each table says when it was measured.
+
+Another city's folder (`--data`, not the bundled Manhattan) is evaluated with that city's
+split from the literature (`engine.data.benchmark.benchmark_split`: Chicago 25 shuffled folds,
+San Francisco 10 shuffled, regions without check-ins left out of check-in there; any other
+city 10 shuffled folds), runs only the parts that read the folder (quality, versus, epochs,
+srel, prompts), and writes into out/bench/<folder name>/ unless `--out` says otherwise, so
+the project's own docs/benchmarks.md stays Manhattan's.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from bench.quality import MANHATTAN, MANHATTAN_LITERATURE_CLUSTERS, QualitySetti
 from bench.report import cpu_features_text, prompt_summary
 
 PARTS = ("quality", "versus", "epochs", "srel", "sweep", "prompts", "writeback", "demo")
+DATA_PARTS = ("quality", "versus", "epochs", "srel", "prompts")  # the parts that read --data
 FULL_ONLY = ("writeback", "demo")  # parts that need QGIS and minutes: only with --full
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
 QUICK_NOTE = ("Quick mode: 1 seed (no std); the prompt ablations, gradient boosting and the "
@@ -32,6 +40,28 @@ QUICK_NOTE = ("Quick mode: 1 seed (no std); the prompt ablations, gradient boost
               "ablations (each is another 2000-epoch training); no Prompt4RE-head rows (minutes "
               "per task on this CPU; measured on a GPU in docs/bench/prompt4re-manhattan-cuda.json). "
               "`make bench-full` runs 3 seeds and every row on every task.")
+
+
+def is_other_city(data: Path) -> bool:
+    """Whether `data` is another folder than the bundled Manhattan benchmark."""
+    return Path(data).expanduser().resolve() != MANHATTAN.resolve()
+
+
+def default_parts(full: bool, data: Path) -> list[str]:
+    """The parts a run makes when none are named: all (QGIS ones only in full mode); for another
+    city's folder only those that read it (the sweep, write-back and demo do not)."""
+    return [p for p in PARTS if (full or p not in FULL_ONLY)
+            and (p in DATA_PARTS or not is_other_city(data))]
+
+
+def output_folder(data: Path, out: str | None) -> Path:
+    """Where benchmarks.md and bench/ go: `out`, else docs/ for Manhattan and
+    out/bench/<folder name>/ for another city (docs/benchmarks.md stays Manhattan's)."""
+    if out:
+        return Path(out)
+    if is_other_city(data):
+        return REPO / "out" / "bench" / Path(data).expanduser().resolve().name
+    return REPO / "docs"
 
 
 def quality_settings(full: bool, tasks: list[str] | None, device: str,
@@ -124,11 +154,11 @@ def merge_quality(old: dict | None, new: dict) -> dict:
     return merged
 
 
-def run_prompts(full: bool, data: Path, device: str, log) -> dict:
+def run_prompts(full: bool, data: Path, device: str, log, city: str | None = None) -> dict:
     from bench.prompts import prompt_throughput
     from engine.data.benchmark import load_benchmark_folder
 
-    dataset = load_benchmark_folder(data)
+    dataset = load_benchmark_folder(data, city=city)
     target = "crime" if "crime" in dataset.targets else next(iter(dataset.targets), "crime")
     regions, no_reuse = (None, 48) if full else (32, 8)
     log(f"prompts: smollm2 on {regions or dataset.n_regions} regions ...")
@@ -150,7 +180,8 @@ def run_prompts(full: bool, data: Path, device: str, log) -> dict:
 SREL_RUNS_KEPT = 8  # earlier SREL timings kept beside the latest, to show the hour-to-hour spread
 
 
-def run_srel_timing(data: Path, device: str, runs: int, log, epochs: int | None = None) -> dict:
+def run_srel_timing(data: Path, device: str, runs: int, log, epochs: int | None = None,
+                    city: str | None = None) -> dict:
     """SREL as the engine trains it on `data` (its schedule: 2000 full-batch epochs on
     Manhattan; `epochs` overrides it), `runs` times with seeds 0, 1, ...: wall and CPU
     seconds of each. The goal's figure is the fastest run."""
@@ -160,7 +191,7 @@ def run_srel_timing(data: Path, device: str, runs: int, log, epochs: int | None 
     from engine.models.modeling_srel import SRELConfig
     from engine.training.train_srel import fit_srel
 
-    dataset = load_benchmark_folder(data)
+    dataset = load_benchmark_folder(data, city=city)
     config = SRELConfig(epochs=epochs)
     rows = []
     for seed in range(runs):
@@ -318,7 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(MANHATTAN),
                         help="benchmark folder in the literature's layout (default: Manhattan)")
     parser.add_argument("--tasks", default=None, help="comma-separated targets (default: all five)")
-    parser.add_argument("--out", default=str(REPO / "docs"), help="where benchmarks.md goes")
+    parser.add_argument("--out", default=None,
+                        help="where benchmarks.md goes (default: docs/ for Manhattan, "
+                        "out/bench/<folder name>/ for another city's folder)")
+    parser.add_argument("--city", default=None,
+                        help="the --data folder's city, whose literature split is used: "
+                        "manhattan, chicago, san_francisco or other (default: from the "
+                        "folder's name)")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="outer folds (default: the city's literature split)")
+    parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
+                        help="shuffle before folding, seed 2024 (default: the city's split)")
     parser.add_argument("--parts", default=None,
                         help=f"comma-separated parts to run now, of {', '.join(PARTS)} "
                         "(default: all; writeback and demo only with --full; 'none': only "
@@ -343,18 +384,22 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    from engine.data.benchmark import benchmark_split
+
     full = bool(args.full)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    parts = (args.parts.split(",") if args.parts
-             else [p for p in PARTS if full or p not in FULL_ONLY])
+    data = Path(args.data)
+    split = benchmark_split(data, args.city)
+    folds = args.folds or split.folds
+    shuffle = split.shuffle if args.shuffle is None else bool(args.shuffle)
+    parts = args.parts.split(",") if args.parts else default_parts(full, data)
     if parts == ["none"]:
         parts = []  # render the document from the result files already there
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}")
-    out_docs = Path(args.out)
+    out_docs = output_folder(data, args.out)
     bench_dir = out_docs / "bench"
-    data = Path(args.data)
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -366,8 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"quality on {data} ...")
         seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
         settings = quality_settings(full, tasks, args.device, seeds, args.srel_ablations)
+        settings.folds, settings.shuffle, settings.city = folds, shuffle, args.city
+        log(f"split: {folds} folds{' shuffled' if shuffle else ' without shuffle'} "
+            f"({split.describe()})")
         settings.literature_clusters = args.clusters or (
-            MANHATTAN_LITERATURE_CLUSTERS if data.resolve() == MANHATTAN.resolve() else None)
+            MANHATTAN_LITERATURE_CLUSTERS if not is_other_city(data) else None)
         before = calibration()
         quality = run_quality(data, settings, log=log)
         quality["environment"] = environment(args.device, before=before)
@@ -388,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"versus: the default against the bar, paired, on {data} ...")
         before = calibration()
         versus = run_versus(data, seeds=(0, 1, 2) if full else (0,),
-                            tasks=tuple(tasks) if tasks else None, device=args.device, log=log)
+                            tasks=tuple(tasks) if tasks else None, device=args.device, log=log,
+                            folds=folds, literature_shuffle=shuffle, city=args.city)
         versus["mode"] = "full" if full else "quick"
         versus["environment"] = environment(args.device, before=before)
         _write(bench_dir / "versus.json", versus)
@@ -399,21 +448,21 @@ def main(argv: list[str] | None = None) -> int:
         before = calibration()
         epochs = run_srel_epochs(data, seeds=(0, 1, 2) if full else (0,),
                                  tasks=tuple(tasks) if tasks else None, device=args.device,
-                                 log=log)
+                                 log=log, folds=folds, shuffle=shuffle, city=args.city)
         epochs["mode"] = "full" if full else "quick"
         epochs["environment"] = environment(args.device, before=before)
         _write(bench_dir / "srel-epochs.json", epochs)
         epoch_plot(epochs, bench_dir / "srel-epochs.png")
     if "srel" in parts:
         before = calibration()
-        srel = run_srel_timing(data, args.device, 3 if full else 1, log)
+        srel = run_srel_timing(data, args.device, 3 if full else 1, log, city=args.city)
         srel["mode"] = "full" if full else "quick"
         srel["environment"] = environment(args.device, before=before)
         srel["history"] = srel_history(_read(bench_dir / "srel-timing.json"), srel)
         _write(bench_dir / "srel-timing.json", srel)
     if "prompts" in parts:
         before = calibration()
-        prompts = run_prompts(full, data, args.device, log)
+        prompts = run_prompts(full, data, args.device, log, city=args.city)
         prompts["mode"] = "full" if full else "quick"
         prompts["environment"] = environment(args.device, before=before)
         prompts["other_cpus"] = other_cpu_runs(_read(bench_dir / "prompts.json"), prompts)

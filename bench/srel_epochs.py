@@ -50,13 +50,13 @@ def _pooled(embeddings: np.ndarray, y: np.ndarray, folds: int, shuffle: bool,
 def run_srel_epochs(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 2),
                     every: int = 20, tasks: tuple[str, ...] | None = None, folds: int = 10,
                     shuffle: bool = False, epochs: int | None = None, device: str = "cpu",
-                    log: Log = print) -> dict:
+                    log: Log = print, city: str | None = None) -> dict:
     """The three rows per task (see the module's docstring) and each snapshot's R²; JSON-able."""
     from engine.data.benchmark import load_benchmark_folder
     from engine.models.modeling_srel import SRELConfig
     from engine.training.train_srel import fit_srel
 
-    dataset = load_benchmark_folder(data)
+    dataset = load_benchmark_folder(data, city=city)
     names, missing = resolve_tasks(tasks or LITERATURE_TASKS, dataset.targets)
     out: dict = {"data": str(data), "regions": dataset.n_regions, "tasks": names,
                  "missing_tasks": missing, "seeds": list(seeds), "every": every, "folds": folds,

@@ -46,9 +46,12 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
                tasks: tuple[str, ...] | None = None, folds: int = 10,
                language_model: str = "smollm2", srel_epochs: int | None = None,
                device: str = "cpu", cache_dir: str | None = None,
-               predictor_options: dict | None = None, log: Log = print) -> dict:
+               predictor_options: dict | None = None, log: Log = print,
+               literature_shuffle: bool = False, city: str | None = None) -> dict:
     """Every comparison of `COMPARISONS`, per task and split, on the benchmark folder `data`
-    (or a RegionDataset, e.g. a synthetic city)."""
+    (or a RegionDataset, e.g. a synthetic city): `folds` unshuffled and shuffled (seed 2024);
+    `literature_shuffle` says which of the two is the city's literature split (the one the
+    goals read), `city` which city's rule for zero targets the folder is read with."""
     import torch
 
     from bench.quality import method_fit_predict
@@ -59,7 +62,8 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
     from engine.training.features import literature_features, robust_features
     from engine.training.train_srel import fit_srel
 
-    dataset = load_benchmark_folder(data) if isinstance(data, (str, Path)) else data
+    dataset = (load_benchmark_folder(data, city=city) if isinstance(data, (str, Path))
+               else data)
     names, missing = resolve_tasks(tasks or LITERATURE_TASKS, dataset.targets)
     literature = literature_features(dataset)
     features = {"raw": literature, "robust": robust_features(dataset)}
@@ -76,6 +80,7 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
            "regions": dataset.n_regions, "tasks": names,
            "missing_tasks": missing, "seeds": list(seeds), "folds": folds,
            "language_model": language_model, "shuffle_seed": LITERATURE_SEED,
+           "literature_split": "shuffled" if literature_shuffle else "unshuffled",
            "srel_epochs": result.epochs, "srel_seconds": srel_seconds, "rows": []}
     for task in names:
         y = dataset.targets[task]

@@ -79,6 +79,10 @@ def _add_common(cmd: argparse.ArgumentParser, needs_data: bool) -> None:
                       help="KMeans k for --classes (default: the number of classes present; "
                       "the Manhattan literature uses 12)")
     data.add_argument("--benchmark", help="a folder in the literature's layout (poi_dist.npy...)")
+    data.add_argument("--city", default=None,
+                      help="with --benchmark: manhattan, chicago, san_francisco or other, whose "
+                      "literature split (folds, shuffling, check-in zeros) the evaluation uses "
+                      "unless --folds/--shuffle say otherwise (default: from the folder's name)")
     run = cmd.add_argument_group("run")
     run.add_argument("--out-dir", type=Path, help="where outputs are written (required)")
     run.add_argument("--model", type=Path, help="a trained model folder (predict)")
@@ -87,6 +91,8 @@ def _add_common(cmd: argparse.ArgumentParser, needs_data: bool) -> None:
     run.add_argument("--epochs", type=int, default=None, help="SREL epochs (default: schedule)")
     run.add_argument("--folds", type=int, default=None)
     run.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
+    run.add_argument("--fold-seed", type=int, default=None,
+                     help="the shuffled folds' seed (default: --seed; a benchmark city's own)")
     run.add_argument("--protocol", choices=("clean", "paper"), default=None,
                      help="clean (default): no test-fold label influences any choice; "
                      "paper: the authors' test-fold selection, reported as optimistic")
@@ -100,6 +106,9 @@ def _add_common(cmd: argparse.ArgumentParser, needs_data: bool) -> None:
                      "per-task model (kept only where inner validation says it helps; slower)")
     run.add_argument("--cache-dir", type=Path, default=None)
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+SWITCHES = ("overwrite", "prompt4re")  # store_true flags: False means "not given"
 
 
 def _split_list(value: str | None) -> list[str]:
@@ -159,11 +168,14 @@ def job_from_args(args: argparse.Namespace) -> dict:
         target, text = item.split("=", 1)
         descriptions[target.strip()] = text.strip()
     for key in ("out_dir", "model", "seed", "embedding_size", "epochs", "folds", "clusters",
-                "shuffle", "protocol", "language_model", "image_raster", "cache_dir", "device", "overwrite",
-                "prompt4re"):
+                "shuffle", "fold_seed", "city", "protocol", "language_model", "image_raster",
+                "cache_dir", "device", "overwrite", "prompt4re"):
         value = getattr(args, key, None)
-        if value not in (None, False):
-            job[key] = str(value) if isinstance(value, Path) else value
+        # None: not given. False is "not given" only for the on/off flags; --no-shuffle and
+        # --seed 0 are choices (`value not in (None, False)` dropped both: 0 == False).
+        if value is None or (value is False and key in SWITCHES):
+            continue
+        job[key] = str(value) if isinstance(value, Path) else value
     if isinstance(job.get("image_raster"), str):
         job["image_raster"] = {"path": job["image_raster"]}
     return job

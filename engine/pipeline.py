@@ -25,6 +25,8 @@ DEFAULTS = {
     "folds": 10,  # outer cross-validation folds
     "clusters": None,  # KMeans k for the class fields' NMI / ARI; None = the classes present
     "shuffle": True,  # shuffle regions before folding (the Manhattan benchmark uses False)
+    "fold_seed": None,  # the folds' shuffling seed; None = `seed` (a benchmark city: its own)
+    "city": None,  # a benchmark folder's city (its literature split); None = from its name
     "protocol": "clean",  # clean | paper (optimistic, for reproducing published numbers)
     "language_model": "smollm2",  # smollm2 | minilm | none | Hugging Face id or path
     "device": "auto",  # auto | cpu | cuda[:i]
@@ -86,17 +88,27 @@ def run_check(args, sink: EventSink) -> int:
 def load_dataset(job: dict, sink: EventSink):
     sink.progress("data", 0.0, "reading layers")
     if job.get("benchmark"):
-        from engine.data.benchmark import load_benchmark_folder
+        from engine.data.benchmark import load_benchmark_folder, resolve_targets
 
-        dataset = load_benchmark_folder(Path(job["benchmark"]), log=lambda m: sink.warning(m))
+        dataset = load_benchmark_folder(Path(job["benchmark"]), log=lambda m: sink.warning(m),
+                                        city=job.get("city"))
+        split = dataset.source["split"]
+        # The literature's split of this city, where the job does not choose its own.
+        for key in ("folds", "shuffle", "fold_seed"):
+            if job.get(key) is None:
+                job[key] = split[key]
+        sink.log(f"benchmark split: {job['folds']} folds"
+                 + (f" shuffled (seed {job['fold_seed']})" if job["shuffle"] else
+                    " without shuffling")
+                 + f"; {split['city']} ({split['recognised_from']})")
         wanted = job.get("targets")
         if wanted:
-            missing = [t for t in wanted if t not in dataset.targets]
+            found, missing = resolve_targets(wanted, dataset.targets)
             if missing:
                 raise InputError(f"no target named {', '.join(missing)} in the benchmark folder",
                                  layer=str(job["benchmark"]),
                                  hint=f"Available: {', '.join(sorted(dataset.targets))}.")
-            dataset.targets = {t: dataset.targets[t] for t in wanted}
+            dataset.targets = {t: dataset.targets[t] for t in found}
     else:
         if not job.get("regions", {}).get("path"):
             raise InputError("no region layer was given", hint="Pass --regions PATH (polygons).")
@@ -172,6 +184,7 @@ def run(command: str, job: dict, sink: EventSink) -> int:
 
     check_writable(out_dir)
     dataset = load_dataset(job, sink)
+    opts = options(job)  # a benchmark folder's split may have filled in folds and shuffling
     if command == "prepare":
         return _prepare(dataset, out_dir, opts, sink)
     config = srel_config(job, opts)

@@ -196,7 +196,8 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
     robust = robust_features(dataset)
     features = {"raw": literature, "robust": robust}
     folds, shuffle, seed = int(opts["folds"]), bool(opts["shuffle"]), int(opts["seed"])
-    fold_seed = seed if shuffle else 0
+    fold_seed = (int(opts["fold_seed"]) if opts.get("fold_seed") is not None else seed) \
+        if shuffle else 0
     protocol = opts["protocol"]
     predictor_config = predictor_options(job)
     tasks, predictions, fold_of, final_models = {}, {}, {}, {}
@@ -248,7 +249,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
     metrics = {
         "command": command, "protocol": protocol, "optimistic": protocol == "paper",
         "protocol_label": PROTOCOL_LABELS[protocol], "folds": folds, "shuffle": shuffle,
-        "seed": seed, "device": device, "language_model": opts["language_model"],
+        "fold_seed": fold_seed if shuffle else None, "seed": seed, "device": device, "language_model": opts["language_model"],
         "regions": dataset.n_regions, "tasks": tasks, "clustering": clustering,
         "srel": {"config": asdict(config), "final_loss": srel.losses[-1] if srel.losses else None,
                  "epochs": len(srel.losses), "notes": srel.notes},

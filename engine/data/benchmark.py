@@ -12,12 +12,24 @@
 
 `income_counts.npy` uses 0 for "unknown" (no census estimate): those regions get NaN and are
 left out of training and evaluation for income. Without a shapefile or centroids, the spatial
-priors come from the trips (see `priors.mobility_priors`).
+priors come from the trips (see `priors.mobility_priors`). Other files of the layout
+(`poi_simi.npy`, `landUse_simi.npy`, `mob-adj.npy`: HAFusion's precomputed similarities) are not
+read; the engine computes what it needs from the views.
+
+**The literature's split per city** (`BenchmarkSplit`, `benchmark_split`): Manhattan is
+evaluated with 10 folds without shuffling; Chicago with 25 shuffled folds and San Francisco with
+10 shuffled folds (scikit-learn's KFold, seed 2024), where regions without check-ins are left
+out of the check-in task (HAFusion's `tasks_Chi`, `tasks_SF`). The city is named, or recognised
+from the folder's name (HAFusion's `data_NY`, `data_Chi`, `data_SF`, or `manhattan`, `chicago`,
+`san_francisco`); any other folder gets 10 shuffled folds (seed 2024), since the order of its
+regions may follow space and unshuffled folds would then be spatial blocks.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +39,105 @@ from engine.data.dataset import RegionDataset, View
 from engine.data.layers import Report
 from engine.data.priors import PriorsConfig, centroid_priors, geometric_priors, mobility_priors
 from engine.errors import InputError
+from engine.training.cv import LITERATURE_SEED  # KFold's seed in Chicago's and SF's evaluations
 
 TARGET_NAMES = {"crime": "crime", "check": "check_in", "serviceCall": "service_call",
                 "carbon": "carbon", "income": "income"}
 ZERO_IS_UNKNOWN = ("income",)  # targets whose 0 means "no estimate"
 
 
+@dataclass(frozen=True)
+class BenchmarkSplit:
+    """How a benchmark city is evaluated: its folds, and which targets' zeros mean "no data"."""
+
+    city: str  # manhattan, chicago, san_francisco, or "other"
+    folds: int  # K of the pooled K-fold evaluation
+    shuffle: bool  # shuffle the regions before folding
+    fold_seed: int = LITERATURE_SEED  # KFold's random_state when shuffled
+    zero_is_unknown: tuple[str, ...] = ZERO_IS_UNKNOWN  # targets whose 0 regions are left out
+    recognised_from: str = ""  # how the city was chosen ("named", "folder name ...", "default")
+
+    def describe(self) -> str:
+        order = f"shuffled (seed {self.fold_seed})" if self.shuffle else "without shuffling"
+        zeros = ", ".join(self.zero_is_unknown)
+        return (f"{self.folds} folds {order}; regions with 0 left out of {zeros} "
+                f"({self.city}: {self.recognised_from})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+LITERATURE_SPLITS = {
+    "manhattan": BenchmarkSplit("manhattan", 10, False),
+    "chicago": BenchmarkSplit("chicago", 25, True, zero_is_unknown=("income", "check_in")),
+    "san_francisco": BenchmarkSplit("san_francisco", 10, True,
+                                    zero_is_unknown=("income", "check_in")),
+}
+OTHER_CITY = BenchmarkSplit("other", 10, True)
+CITY_NAMES = {  # folder names (lower case, separators dropped) -> city
+    "datany": "manhattan", "manhattan": "manhattan", "mh180": "manhattan", "nyc": "manhattan",
+    "datachi": "chicago", "chicago": "chicago", "chi": "chicago",
+    "datasf": "san_francisco", "sanfrancisco": "san_francisco", "sf": "san_francisco",
+}
+
+
+def benchmark_split(folder: str | Path, city: str | None = None) -> BenchmarkSplit:
+    """The evaluation split of a benchmark folder: of `city` when named ("manhattan", "chicago",
+    "san_francisco", or "other"), else of the city its folder name names, else `OTHER_CITY`."""
+    from dataclasses import replace
+
+    if city and city != "auto":
+        key = _city_key(city)
+        if key in ("other", "none"):
+            return replace(OTHER_CITY, recognised_from="named")
+        if CITY_NAMES.get(key) not in LITERATURE_SPLITS:
+            raise InputError(f"unknown benchmark city {city!r}", field="city",
+                             hint="Use manhattan, chicago, san_francisco, other or auto.")
+        return replace(LITERATURE_SPLITS[CITY_NAMES[key]], recognised_from="named")
+    name = Path(folder).expanduser().resolve().name
+    found = CITY_NAMES.get(_city_key(name))
+    if found:
+        return replace(LITERATURE_SPLITS[found], recognised_from=f"the folder's name {name!r}")
+    return replace(OTHER_CITY, recognised_from=f"not a literature city ({name!r})")
+
+
+def _city_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def resolve_targets(wanted, targets) -> tuple[list[str], list[str]]:
+    """(the dataset's target names for `wanted`, the names that match none), in order, once each.
+
+    A name matches a target as it is, by the benchmark folder's file stem (`check` for
+    check_in) or ignoring case and underscores, so the literature's `checkIn` and
+    `serviceCall` name `check_in` and `service_call`."""
+    def key(name: str) -> str:
+        return name.replace("_", "").replace("-", "").lower()
+
+    by_key = {key(t): t for t in targets}
+    found, missing = [], []
+    for name in wanted:
+        target = name if name in targets else by_key.get(key(TARGET_NAMES.get(name, name)))
+        if target is None:
+            missing.append(name)
+        elif target not in found:
+            found.append(target)
+    return found, missing
+
+
 def load_benchmark_folder(path: str | Path, log=None,
-                          priors_config: PriorsConfig | None = None) -> RegionDataset:
-    """Load a benchmark folder into a RegionDataset (see the module docstring for the files)."""
+                          priors_config: PriorsConfig | None = None,
+                          city: str | None = None) -> RegionDataset:
+    """Load a benchmark folder into a RegionDataset (see the module docstring for the files).
+
+    `city` (default: recognised from the folder's name, see `benchmark_split`) decides which
+    targets' zeros mean "no data"; the split is kept in `dataset.source["split"]`."""
     folder = Path(path).expanduser()
     report = Report(log=log)
     if not folder.is_dir():
         raise InputError("the benchmark folder does not exist", layer=str(path),
                          hint="Give the folder that holds poi_dist.npy, mob_dist.npy, ...")
+    split = benchmark_split(folder, city)
     views: dict[str, View] = {}
     sizes: dict[str, int] = {}
     for file, name, prefix in (("poi_dist.npy", "poi", "poi"), ("landUse_dist.npy", "landuse", "lu")):
@@ -70,7 +167,7 @@ def load_benchmark_folder(path: str | Path, log=None,
         if values.ndim != 1:
             raise InputError(f"a target must be (N,) or (N, 1), it is {values.shape}",
                              layer=str(file))
-        if name in ZERO_IS_UNKNOWN:
+        if name in split.zero_is_unknown:
             unknown = values == 0
             values[unknown] = np.nan
             if unknown.any():
@@ -106,7 +203,8 @@ def load_benchmark_folder(path: str | Path, log=None,
     return RegionDataset(
         region_ids=np.arange(n, dtype=np.int64), views=views, priors=priors, targets=targets,
         classes=classes, geometry=geometry, crs=crs,
-        source={"benchmark": str(folder), "geometry": source}, report=report.data)
+        source={"benchmark": str(folder), "geometry": source, "split": split.to_dict()},
+        report=report.data)
 
 
 def _load(file: Path, ndim: int | None) -> np.ndarray:

@@ -187,3 +187,31 @@ def manhattan_benchmark(manhattan_dir):
     from engine.data.benchmark import load_benchmark_folder
 
     return load_benchmark_folder(manhattan_dir)
+
+
+def write_hafusion_folder(folder: Path, n: int = 30, seed: int = 0) -> Path:
+    """A folder as HAFusion ships data_Chi / data_SF: the three views, the targets, its
+    precomputed similarity and adjacency files, and no shapefile or centroids."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    poi = rng.poisson(3.0, (n, 26)).astype(np.int32)
+    np.save(folder / "poi_dist.npy", poi)
+    np.save(folder / "landUse_dist.npy", rng.poisson(2.0, (n, 12)).astype(np.int32))
+    trips = rng.poisson(4.0, (n, n)).astype(np.int64)
+    np.save(folder / "mob_dist.npy", trips)
+    np.save(folder / "mob-adj.npy", trips.astype(np.float64))
+    np.save(folder / "poi_simi.npy", np.corrcoef(poi))
+    np.save(folder / "landUse_simi.npy", np.eye(n))
+    np.save(folder / "crime_counts.npy", rng.poisson(50.0, n).astype(np.float64))
+    check_in = rng.poisson(80.0, n).astype(np.int64)
+    check_in[:4] = 0  # regions without check-ins
+    np.save(folder / "check_counts.npy", check_in)
+    np.save(folder / "serviceCall_counts.npy", rng.poisson(200.0, n).astype(np.int32))
+    return folder
+
+
+@pytest.fixture(name="hafusion_folder")
+def hafusion_folder_fixture():
+    """`write_hafusion_folder(folder, n=30, seed=0)`: a benchmark folder as HAFusion ships its
+    Chicago and San Francisco data; the folder's name decides its city."""
+    return write_hafusion_folder

@@ -79,7 +79,8 @@ def test_quality_sweep_and_document(tmp_path):
     text = render({"mode": "quick", "quality": quality, "sweep_cpu": sweep}, tmp_path, None)
     assert "Paper protocol: OPTIMISTIC" in text
     assert "| raw features -> Ridge(alpha=1) (literature) |" in text
-    assert "published: HAFusion" in text
+    assert "published: HAFusion" not in text  # Manhattan's published rows: not beside a city
+    assert "10 folds" not in text.split("## 1. Quality")[1].split("###")[0]  # the folds that ran
     k = quality["clustering"][0]["clusters"]
     assert f"| embedding | NMI (k = {k}, the classes present) | ARI | NMI (KMeans(2), as " in text
     assert "| 20 | dense | 2 (2000) |" in text
@@ -377,3 +378,18 @@ def test_srel_epoch_selection_on_the_labels_is_reported_as_optimistic(tmp_path):
     clean = result["summary"]["crime"]["clean"]
     assert f"| crime | {clean['r2']:.3f} ± {clean['r2_std']:.3f} |" in text
     assert "![R² against SREL's epoch](bench/srel-epochs.png)" in text
+
+
+def test_another_citys_folder_gets_its_own_output_folder_and_only_the_parts_that_read_it(
+        tmp_path):
+    from bench.quality import MANHATTAN
+    from bench.run import REPO, default_parts, output_folder
+
+    chicago = tmp_path / "data_Chi"
+    assert output_folder(chicago, None) == REPO / "out" / "bench" / "data_Chi"
+    assert output_folder(chicago, str(tmp_path / "x")) == tmp_path / "x"
+    assert output_folder(MANHATTAN, None) == REPO / "docs"
+    assert default_parts(False, chicago) == ["quality", "versus", "epochs", "srel", "prompts"]
+    assert default_parts(False, MANHATTAN) == ["quality", "versus", "epochs", "srel", "sweep",
+                                               "prompts"]
+    assert default_parts(True, MANHATTAN)[-2:] == ["writeback", "demo"]

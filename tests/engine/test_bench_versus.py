@@ -55,12 +55,14 @@ def test_two_equally_good_models_get_an_interval_across_zero():
     assert 0.0 < out["share_above_zero"] < 1.0
 
 
-def _quality(crime_default=0.762, crime_bar=0.768):
+def _quality(crime_default=0.762, crime_bar=0.768, city="manhattan"):
     def row(task, model, r2):
         return {"task": task, "protocol": "clean", "model": model, "label": model, "r2": r2,
                 "r2_std": None, "mae": 1.0, "rmse": 2.0, "runs": 1, "seconds": 1.0}
 
+    split = {"city": city, "recognised_from": "named", "zero_is_unknown": ["income"]}
     return {"data": "/data/city", "tasks": ["crime", "check_in"], "settings": {"folds": 10},
+            "split": split,
             "rows": [row("crime", "method", crime_default), row("crime", "raw_ridgecv", crime_bar),
                      row("check_in", "method", 0.876), row("check_in", "raw_ridgecv", 0.862)],
             "clustering": [{"model": "srel", "label": "srel embeddings", "runs": 3, "nmi": 0.709, "nmi_std": 0.01, "clusters": 13,
@@ -93,6 +95,28 @@ def test_the_goals_say_where_the_default_falls_below_the_bar_and_by_how_much():
     assert "**met** (above on every task)" in above and "interval" not in above
     # an interval measured on another city is not put beside this table's figures
     assert "interval" not in quality_goal_rows(_quality(), _versus("/other"))[0]
+
+
+def test_another_city_gets_the_bar_goal_on_its_own_split_and_none_of_manhattans_goals(tmp_path):
+    chicago = _quality(city="chicago")
+    versus = _versus()
+    versus["literature_split"] = "shuffled"  # Chicago's split; the row above is unshuffled
+    lines = quality_goal_rows(chicago, versus)
+    assert len(lines) == 1 and "above the bar" in lines[0] and "interval" not in lines[0]
+    versus["rows"][0]["split"] = "shuffled"
+    assert "95% paired interval" in quality_goal_rows(chicago, versus)[0]
+
+    chicago.update(regions=77, labelled={"crime": 77, "check_in": 70})
+    chicago["settings"] = {"folds": 25, "shuffle": True, "fold_seed": 2024, "seeds": [0],
+                           "srel_epochs": None, "language_model": "smollm2"}
+    text = render({"mode": "quick", "quality": chicago}, tmp_path, None)
+    assert "25-fold, shuffled (seed 2024)" in text and "(chicago, named;" in text
+    quality_text = text.split("## 1. Quality")[1].split("## 2.")[0]
+    assert "*published:" not in quality_text and "Published rows" not in quality_text
+    assert "single region" not in quality_text
+    manhattan = render({"mode": "quick", "quality": {**chicago, "split": _quality()["split"]}},
+                       tmp_path, None)
+    assert "*published: HAFusion*" in manhattan
 
 
 def test_run_versus_on_a_small_city_and_its_section(tmp_path):

@@ -75,3 +75,59 @@ def test_broken_folders(tmp_path, manhattan_dir):
     with pytest.raises(InputError, match="disagree on the number of regions") as info:
         load_benchmark_folder(tmp_path)
     assert "crime_counts.npy: 179" in info.value.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Other cities: HAFusion's Chicago and San Francisco folders and their literature splits
+
+
+@pytest.mark.parametrize("name, city, folds, shuffle", [
+    ("data_Chi", "chicago", 25, True), ("chicago", "chicago", 25, True),
+    ("data_SF", "san_francisco", 10, True), ("San-Francisco", "san_francisco", 10, True),
+    ("data_NY", "manhattan", 10, False), ("manhattan", "manhattan", 10, False),
+    ("my_city", "other", 10, True)])
+def test_the_literature_split_is_recognised_from_the_folder_name(tmp_path, name, city, folds,
+                                                                 shuffle):
+    from engine.data.benchmark import benchmark_split
+
+    split = benchmark_split(tmp_path / name)
+    assert (split.city, split.folds, split.shuffle, split.fold_seed) == (city, folds, shuffle,
+                                                                        2024)
+    drops_check_ins = city in ("chicago", "san_francisco")
+    assert ("check_in" in split.zero_is_unknown) == drops_check_ins
+    assert "income" in split.zero_is_unknown
+
+
+def test_a_named_city_wins_over_the_folder_name_and_an_unknown_one_is_an_error(tmp_path):
+    from engine.data.benchmark import benchmark_split
+
+    assert benchmark_split(tmp_path / "data_Chi", "san_francisco").folds == 10
+    assert benchmark_split(tmp_path / "data_Chi", "other").city == "other"
+    assert benchmark_split(tmp_path / "data_Chi", "auto").city == "chicago"
+    with pytest.raises(InputError, match="unknown benchmark city 'paris'"):
+        benchmark_split(tmp_path / "data_Chi", "paris")
+
+
+def test_chicago_leaves_regions_without_check_ins_out_and_reads_the_trips_for_priors(
+        tmp_path, hafusion_folder):
+    chicago = load_benchmark_folder(hafusion_folder(tmp_path / "data_Chi"))
+    check_in = chicago.targets["check_in"]
+    assert np.isnan(check_in[:4]).all() and np.isfinite(check_in[4:]).all()
+    assert chicago.report["unknown_as_zero"] == {"check_in": 4}
+    assert chicago.source["split"]["city"] == "chicago"
+    assert sorted(chicago.views) == ["landuse", "mobility", "poi"]  # the *_simi files unread
+    assert chicago.geometry is None and chicago.priors.neighbours.shape[0] == 30
+    assert sorted(chicago.targets) == ["check_in", "crime", "service_call"]
+    # The same files in a folder of no known city, or read as Manhattan: the zeros are counts.
+    other = load_benchmark_folder(hafusion_folder(tmp_path / "my_city"))
+    assert np.isfinite(other.targets["check_in"]).all()
+    named = load_benchmark_folder(tmp_path / "data_Chi", city="manhattan")
+    assert np.isfinite(named.targets["check_in"]).all()
+
+
+def test_targets_are_found_by_the_literature_task_names(tmp_path, hafusion_folder):
+    from engine.data.benchmark import resolve_targets
+
+    targets = load_benchmark_folder(hafusion_folder(tmp_path / "data_SF")).targets
+    assert resolve_targets(["crime", "checkIn", "serviceCall", "check", "carbon"], targets) == (
+        ["crime", "check_in", "service_call"], ["carbon"])
