@@ -33,12 +33,16 @@ def forward_target(y: np.ndarray, transform: str) -> np.ndarray:
     raise ValueError(f"unknown target transform {transform!r}")
 
 
+LOG_CAP = 2.0  # log1p predictions are capped at log1p(LOG_CAP * the largest training label)
+
+
 def inverse_target(values: np.ndarray, transform: str, y_train: np.ndarray) -> np.ndarray:
-    """Back to the target's units. log1p predictions are capped at log1p(2 * max of y_train) so
-    that a linear model extrapolating in log space cannot return astronomically large counts."""
+    """Back to the target's units. log1p predictions are capped at log1p(LOG_CAP * max of
+    y_train) so that a linear model extrapolating in log space cannot return astronomically
+    large counts."""
     if transform == "raw":
         return values
-    cap = np.log1p(2.0 * float(np.max(y_train)))
+    cap = np.log1p(LOG_CAP * float(np.max(y_train)))
     return np.expm1(np.clip(values, 0.0, cap))
 
 

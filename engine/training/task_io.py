@@ -36,12 +36,15 @@ def save_task_model(fitted, folder: Path) -> Path:
     (folder / CONFIG).write_text(json.dumps({
         "format": "topt-task", "version": 1, "weights": fitted.weights,
         "clip_negative": fitted.clip_negative, "protocol": fitted.protocol,
+        "extrapolation_guard": ({"anchor": fitted.anchor, "label_max": fitted.label_max}
+                                if fitted.anchor is not None else None),
         "predictors": predictors, "describe": fitted.describe()}, indent=2), encoding="utf-8")
     return folder
 
 
 def load_task_model(folder: Path) -> dict:
-    """{"weights", "clip_negative", "predictors": {name: (arrays, meta)}} from a saved task."""
+    """{"weights", "clip_negative", "extrapolation_guard", "predictors": {name: (arrays,
+    meta)}} from a saved task (a model saved before the guard existed has none)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -61,4 +64,4 @@ def load_task_model(folder: Path) -> dict:
         predictors[name] = ({k[len(prefix):]: v for k, v in arrays.items()
                              if k.startswith(prefix)}, predictor_meta)
     return {"weights": meta["weights"], "clip_negative": meta["clip_negative"],
-            "predictors": predictors}
+            "extrapolation_guard": meta.get("extrapolation_guard"), "predictors": predictors}

@@ -256,3 +256,32 @@ def test_prompt4re_candidate_is_fitted_blended_saved_and_blind_to_held_out_label
                               TaskInputs(embeddings, semantic, None, y))
     np.testing.assert_allclose(loaded.predict(np.arange(120)), fitted.predict(np.arange(120)),
                                rtol=1e-5, atol=1e-4)
+
+
+def test_regions_beyond_every_training_label_get_the_anchors_prediction(tmp_path):
+    """A region whose anchor prediction exceeds every training label gets the anchor's; the
+    guard changes nothing inside the training range, and a saved model keeps it."""
+    from engine.training.task_io import load_task_model, save_task_model
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(0, 10, 80), [25.0, 30.0]])  # two regions far beyond
+    y = 3 * x + 3 * np.sin(x) + rng.normal(0, 0.3, len(x)) + 20
+    raw = np.column_stack([x, rng.normal(size=(len(x), 3))])
+    inputs = TaskInputs(None, None, {"raw": raw, "robust": raw}, y)
+    train, far, near = np.arange(80), np.array([80, 81]), np.arange(10)
+    config = PredictorConfig(combine="stack")  # a free stack: the kernel members get weight
+    guarded = fit_task(inputs, train, config=config)
+    bare = fit_task(inputs, train, config=PredictorConfig(combine="stack",
+                                                          extrapolation_guard=False))
+    assert guarded.weights == bare.weights and set(guarded.weights) != {"ridge[raw|raw]"}
+    anchor = guarded._predictors["ridge[raw|raw]"](far)
+    assert guarded.label_max == pytest.approx(y[train].max()) and (anchor > y[train].max()).all()
+    assert np.allclose(guarded.predict(far), anchor)
+    assert not np.allclose(bare.predict(far), anchor)  # the blend falls short out there
+    assert np.abs(guarded.predict(far) - y[far]).max() < np.abs(bare.predict(far) - y[far]).max()
+    assert np.allclose(guarded.predict(near), bare.predict(near))
+    assert guarded.describe()["extrapolation_guard"]["anchor"] == "ridge[raw|raw]"
+
+    save_task_model(guarded, tmp_path / "model")
+    loaded = load_fitted_task(load_task_model(tmp_path / "model"), inputs)
+    assert np.allclose(loaded.predict(np.arange(len(x))), guarded.predict(np.arange(len(x))))
