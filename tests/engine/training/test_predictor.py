@@ -285,3 +285,16 @@ def test_regions_beyond_every_training_label_get_the_anchors_prediction(tmp_path
     save_task_model(guarded, tmp_path / "model")
     loaded = load_fitted_task(load_task_model(tmp_path / "model"), inputs)
     assert np.allclose(loaded.predict(np.arange(len(x))), guarded.predict(np.arange(len(x))))
+
+
+def test_a_log_target_candidate_predicts_at_most_the_largest_training_label():
+    from engine.training.predictor import candidate_inverse
+
+    y_train = np.array([3.0, 10.0, 63.0, 20.0])
+    far = np.log1p(np.array([5.0, 123.0]))  # a log-space prediction far beyond the data
+    assert np.allclose(candidate_inverse(far, "log1p", y_train), [5.0, 63.0])
+    assert np.allclose(candidate_inverse(far, "raw", y_train), far)  # raw targets: as they are
+    # Leave-one-out predictions: the held-out region's own label never bounds its prediction.
+    loo = np.log1p(np.array([100.0, 100.0, 100.0, 100.0]))
+    assert np.allclose(candidate_inverse(loo, "log1p", y_train, leave_one_out=True),
+                       [63.0, 63.0, 20.0, 63.0])
