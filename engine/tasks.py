@@ -196,8 +196,9 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
     robust = robust_features(dataset)
     features = {"raw": literature, "robust": robust}
     folds, shuffle, seed = int(opts["folds"]), bool(opts["shuffle"]), int(opts["seed"])
-    fold_seed = (int(opts["fold_seed"]) if opts.get("fold_seed") is not None else seed) \
-        if shuffle else 0
+    fold_seed = 0  # unshuffled folds have no seed
+    if shuffle:
+        fold_seed = seed if opts.get("fold_seed") is None else int(opts["fold_seed"])
     protocol = opts["protocol"]
     predictor_config = predictor_options(job)
     tasks, predictions, fold_of, final_models = {}, {}, {}, {}
