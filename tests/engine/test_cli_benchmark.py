@@ -35,6 +35,8 @@ def test_chicago_is_evaluated_on_its_literature_split_unless_the_options_say_oth
     assert chicago["tasks"]["check_in"]["labelled"] == 26  # the 4 regions without check-ins
     assert chicago["tasks"]["crime"]["labelled"] == 30
     assert set(chicago["tasks"]) == {"crime", "check_in"}  # HAFusion's task names
+    final = chicago["tasks"]["crime"]["final_model"]
+    assert "extrapolation_guard" in final and "shrink_lambda" in final
 
     chosen = _evaluate(folder, tmp_path / "b", "--targets", "crime", "--folds", "3",
                        "--no-shuffle")
