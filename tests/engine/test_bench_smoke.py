@@ -295,7 +295,7 @@ def test_the_srel_goal_row_is_the_latest_timing_and_earlier_runs_stay_beside_it(
     newer = at("2026-12-02T12:00:00", [58.2, 61.0], "Intel(R) Xeon(R) Processor")
     newer["history"] = srel_history(older, newer)
     assert [h["fastest_seconds"] for h in newer["history"]] == [69.5]
-    quality = {"environment": {"date": "2026-12-02T10:00:00"},
+    quality = {"environment": {"date": "2026-12-02T10:00:00"}, "data": str(folder),
                "srel": {"srel": {"epochs": 2000, "seconds": [100.9], "cpu_seconds": [200.0],
                                  "threads": 2}}}
     results = {"srel": newer, "quality": quality}

@@ -168,3 +168,20 @@ def test_a_paired_run_newer_than_the_main_table_gives_the_goal_its_figures():
     assert "**met**" in bar  # check_in from the main table: 0.876 vs 0.862
     versus["environment"] = {"date": "2026-12-05T08:00:00+00:00"}  # older: the main table's
     assert "crime 0.762 vs 0.768" in quality_goal_rows(quality, versus)[0]
+
+
+def test_another_citys_document_claims_none_of_manhattans_speed_goals(tmp_path):
+    from bench.report import goals_section
+
+    chicago = {**_quality(city="chicago"), "srel": {"srel": {
+        "seconds": [16.7], "cpu_seconds": [33.0], "epochs": 2000, "threads": 2}},
+        "environment": {"date": "2026-12-07", "cpu": "AMD EPYC", "cpu_count": 2}}
+    prompts = {"reuse": {}, "cold_cache": {"regions_per_second": 6.0}, "model": "smollm2",
+               "data": str(tmp_path / "data_Chi")}
+    lines = goals_section({"quality": chicago, "prompts": prompts})
+    assert not any("SREL on Manhattan" in line or "prompt encoding" in line for line in lines)
+    manhattan = {**chicago, "split": _quality()["split"]}
+    prompts["data"] = "/work/shared/data/manhattan"
+    lines = goals_section({"quality": manhattan, "prompts": prompts})
+    assert any("SREL on Manhattan" in line for line in lines)
+    assert any("prompt encoding >= 50" in line for line in lines)
