@@ -460,9 +460,12 @@ def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
     if versus and (versus.get("data") != quality.get("data")
                    or versus.get("folds") != quality["settings"].get("folds")):
         paired = {}  # another city or other folds: no interval beside this table
-    versus_date = (versus or {}).get("environment", {}).get("date") or ""
-    # A paired run newer than the main table (the default changed since) gives the figures too.
-    newer = bool(paired) and versus_date > ((quality.get("environment") or {}).get("date") or "")
+    versus_env, quality_env = (versus or {}).get("environment") or {}, quality.get("environment") or {}
+    versus_date = versus_env.get("date") or ""
+    # A paired run of later code than the main table's (the default may have changed since)
+    # gives the figures too; one of the same run and commit only adds its intervals.
+    newer = (bool(paired) and versus_date > (quality_env.get("date") or "")
+             and versus_env.get("git_commit") != quality_env.get("git_commit"))
     lines, below, parts = [], [], []
     for task in quality["tasks"]:
         default, bar = clean.get((task, "method")), clean.get((task, "raw_ridgecv"))

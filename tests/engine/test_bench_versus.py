@@ -158,16 +158,20 @@ def test_run_versus_on_a_small_city_and_its_section(tmp_path):
 
 
 def test_a_paired_run_newer_than_the_main_table_gives_the_goal_its_figures():
-    quality = {**_quality(), "environment": {"date": "2026-12-06T19:00:00+00:00"}}
+    quality = {**_quality(), "environment": {"date": "2026-12-06T19:00:00+00:00",
+                                             "git_commit": "aaa"}}
     versus = _versus()
     versus["rows"][0].update(r2_model=0.771, r2_other=0.768, difference=0.003, low=-0.004,
                              high=0.011)
-    versus["environment"] = {"date": "2026-12-07T08:00:00+00:00"}
+    versus["environment"] = {"date": "2026-12-07T08:00:00+00:00", "git_commit": "bbb"}
     bar = quality_goal_rows(quality, versus)[0]
     assert "crime 0.771 vs 0.768" in bar and "newer than the main table" in bar
     assert "**met**" in bar  # check_in from the main table: 0.876 vs 0.862
-    versus["environment"] = {"date": "2026-12-05T08:00:00+00:00"}  # older: the main table's
-    assert "crime 0.762 vs 0.768" in quality_goal_rows(quality, versus)[0]
+    versus["environment"] = {"date": "2026-12-05T08:00:00+00:00", "git_commit": "bbb"}
+    assert "crime 0.762 vs 0.768" in quality_goal_rows(quality, versus)[0]  # older
+    versus["environment"] = {"date": "2026-12-07T08:00:00+00:00", "git_commit": "aaa"}
+    same_run = quality_goal_rows(quality, versus)[0]  # the same code: the table's figures
+    assert "crime 0.762 vs 0.768" in same_run and "newer" not in same_run
 
 
 def test_another_citys_document_claims_none_of_manhattans_speed_goals(tmp_path):
