@@ -36,14 +36,21 @@ def forward_target(y: np.ndarray, transform: str) -> np.ndarray:
 LOG_CAP = 2.0  # log1p predictions are capped at log1p(LOG_CAP * the largest training label)
 
 
-def inverse_target(values: np.ndarray, transform: str, y_train: np.ndarray) -> np.ndarray:
-    """Back to the target's units. log1p predictions are capped at log1p(LOG_CAP * max of
-    y_train) so that a linear model extrapolating in log space cannot return astronomically
-    large counts."""
+def inverse_target(values: np.ndarray, transform: str, y_train: np.ndarray, *,
+                   cap: float = LOG_CAP, leave_one_out: bool = False) -> np.ndarray:
+    """Back to the target's units. log1p predictions are capped at log1p(cap * max of y_train)
+    so that a linear model extrapolating in log space cannot return astronomically large
+    counts. With `leave_one_out`, `values` are the leave-one-out predictions of `y_train`'s
+    regions, and each is capped by the largest label of the other regions (a held-out label
+    never bounds its own prediction)."""
     if transform == "raw":
         return values
-    cap = np.log1p(LOG_CAP * float(np.max(y_train)))
-    return np.expm1(np.clip(values, 0.0, cap))
+    y = np.asarray(y_train, dtype=np.float64)
+    top = np.full(np.shape(values), float(y.max()))
+    if leave_one_out and len(y) > 1:
+        first = int(np.argmax(y))
+        top[first] = float(np.max(np.delete(y, first)))
+    return np.expm1(np.clip(values, 0.0, np.log1p(cap * top)))
 
 
 # ---------------------------------------------------------------- Ridge, closed form

@@ -50,6 +50,7 @@ from engine.training.baselines import (
     LeaveOneOutRidge,
     centred_svd,
     forward_target,
+    inverse_target,
 )
 from engine.training.cv import (
     LITERATURE_SEED,
@@ -106,23 +107,18 @@ class PredictorConfig:
     extrapolation_guard: bool = True
 
 
+CANDIDATE_LOG_CAP = 1.0  # a log1p candidate predicts at most the largest training label
+
+
 def candidate_inverse(values: np.ndarray, transform: str, y_train: np.ndarray, *,
                       leave_one_out: bool = False) -> np.ndarray:
-    """A candidate's predictions back in the target's units. A log1p candidate predicts at most
-    the largest training label: a linear model in log space grows exponentially beyond the
-    data (on a 77-region synthetic city one predicted 104 and 124 crimes where the training
-    maximum was 63; `baselines.inverse_target` allows twice the maximum). Beyond it only the
-    anchor goes (see the extrapolation guard). With `leave_one_out`, `values` are the
-    leave-one-out predictions of `y_train`'s regions, and each is capped at the largest label
-    of the other regions (the held-out label never bounds its own prediction)."""
-    if transform == "raw":
-        return values
-    y = np.asarray(y_train, dtype=np.float64)
-    top = np.full(np.shape(values), float(y.max()))
-    if leave_one_out and len(y) > 1:
-        first = int(np.argmax(y))
-        top[first] = float(np.max(np.delete(y, first)))
-    return np.expm1(np.clip(values, 0.0, np.log1p(top)))
+    """A candidate's predictions back in the target's units (`baselines.inverse_target` with
+    the cap at the largest training label instead of twice it): a linear model in log space
+    grows exponentially beyond the data (on a 77-region synthetic city one predicted 104 and
+    124 crimes where the training maximum was 63). Beyond it only the anchor goes (see the
+    extrapolation guard)."""
+    return inverse_target(values, transform, y_train, cap=CANDIDATE_LOG_CAP,
+                          leave_one_out=leave_one_out)
 
 
 # ---------------------------------------------------------------- candidates
