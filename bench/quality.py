@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.benchmark import resolve_targets as resolve_tasks  # noqa: F401 (bench's name)
-from engine.training.cv import LITERATURE_SEED
 
 Log = Callable[[str], None]
 
@@ -50,8 +49,7 @@ class QualitySettings:
     seeds: tuple[int, ...] = (0, 1, 2)  # SREL / Prompt4RE / boosting seeds; mean ± std over them
     tasks: tuple[str, ...] | None = None  # targets to evaluate (None: the literature's five)
     folds: int = 10  # outer folds (Manhattan: 10, no shuffle, as the literature)
-    shuffle: bool = False  # shuffle before folding
-    fold_seed: int = LITERATURE_SEED  # KFold's seed when shuffled (the literature's 2024)
+    shuffle: bool = False  # shuffle before folding (seed 2024 when True)
     city: str | None = None  # the benchmark city (None: from the folder's name); its zeros rule
     srel_epochs: int | None = None  # SREL epochs (None: the engine's schedule, 2000 at N=180)
     language_model: str = "smollm2"  # the default prompt encoder
@@ -86,9 +84,8 @@ def _summary(runs: list[dict]) -> dict:
 
 
 def pooled_prediction(fit_predict, inputs, y, *, folds: int, shuffle: bool,
-                      protocol: str = "clean", fold_seed: int = LITERATURE_SEED):
-    """Pooled K-fold predictions (`cross_val_predict_pooled`; shuffled with `fold_seed`, by
-    default the literature's 2024).
+                      protocol: str = "clean"):
+    """Pooled K-fold predictions (`cross_val_predict_pooled`, the literature's shuffling seed).
     BLAS and OpenMP run on one thread here: these fits are small, and on a shared machine more
     threads spin-wait (boosting ran 7x slower with 2 threads)."""
     from threadpoolctl import threadpool_limits
@@ -97,14 +94,13 @@ def pooled_prediction(fit_predict, inputs, y, *, folds: int, shuffle: bool,
 
     with threadpool_limits(limits=1):
         return cross_val_predict_pooled(fit_predict, inputs, y, folds=folds, shuffle=shuffle,
-                                        seed=fold_seed, protocol=protocol)
+                                        protocol=protocol)
 
 
 def _pooled(fit_predict, inputs, y, settings: QualitySettings, protocol: str) -> dict:
     """Pooled K-fold metrics of `pooled_prediction` on the settings' folds."""
     return dict(pooled_prediction(fit_predict, inputs, y, folds=settings.folds,
-                                  shuffle=settings.shuffle, protocol=protocol,
-                                  fold_seed=settings.fold_seed).metrics)
+                                  shuffle=settings.shuffle, protocol=protocol).metrics)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 from bench.sweep import memory_exponent
 from bench.versus import COMPARISONS
 from engine.tasks import BAR, BASELINE_NAMES, METHOD_DEFAULT
+from engine.training.cv import LITERATURE_SEED
 from engine.training.metrics import versus_text
 
 INTRO = """\
@@ -182,8 +183,7 @@ def quality_section(quality: dict) -> list[str]:
     city = (f" ({split['city'].replace('_', ' ')}, {split['recognised_from']}; the "
             f"zeros of {', '.join(split['zero_is_unknown'])} mean no data and are left out)"
             if split else "")
-    order = (f"shuffled (seed {settings.get('fold_seed', 2024)})" if settings["shuffle"]
-             else "without shuffle")
+    order = f"shuffled (seed {LITERATURE_SEED})" if settings["shuffle"] else "without shuffle"
     lines += [f"Data: `{quality['data']}`, {quality['regions']} regions{city}; "
               f"{settings['folds']}-fold, {order}; seeds "
               f"{list(settings['seeds'])}; SREL epochs "
@@ -391,7 +391,7 @@ def srel_goal_timing(results: dict) -> dict | None:
     last. {"seconds": [...], "cpu_seconds": [...], "epochs", "threads", "source"} or None."""
     found = []
     timing = results.get("srel")
-    if timing and timing.get("runs") and Path(timing.get("data", "")).name == "manhattan":
+    if timing and timing.get("runs") and _manhattan_folder(timing.get("data")):
         runs = timing["runs"]
         env = timing.get("environment") or {}
         found.append({"seconds": [r["seconds"] for r in runs],
@@ -444,7 +444,12 @@ def is_manhattan(quality: dict) -> bool:
     split = quality.get("split")
     if split:
         return split.get("city") == "manhattan"
-    return Path(str(quality.get("data", ""))).name == "manhattan"
+    return _manhattan_folder(quality.get("data"))
+
+
+def _manhattan_folder(data: str | None) -> bool:
+    """Whether a result file's data folder is the Manhattan benchmark's (by its name)."""
+    return Path(str(data or "")).name == "manhattan"
 
 
 def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
@@ -616,7 +621,7 @@ def goals_section(results: dict) -> list[str]:
                          "mode (`make bench-full` runs it) | not measured |")
     prompts = results.get("prompts")
     # The throughput goal is Manhattan's (its texts' length): not read off another city's run.
-    if prompts and "reuse" in prompts and Path(prompts.get("data", "")).name == "manhattan":
+    if prompts and "reuse" in prompts and _manhattan_folder(prompts.get("data")):
         rps = prompts["cold_cache"]["regions_per_second"]
         by = f"{rps / GOALS['prompt_rps']:.2f}x the goal"
         weights = f", {prompts['dtype']} weights" if prompts.get("dtype") else ""

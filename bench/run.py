@@ -412,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
         settings = quality_settings(full, tasks, args.device, seeds, args.srel_ablations)
         settings.folds, settings.shuffle, settings.city = folds, shuffle, args.city
-        log(f"split: {folds} folds{' shuffled' if shuffle else ' without shuffle'} "
-            f"({split.describe()})")
+        chosen = ("" if (folds, shuffle) == (split.folds, split.shuffle) else
+                  f"{folds} folds {'shuffled' if shuffle else 'without shuffle'}, as asked; "
+                  "the city's: ")
+        log(f"split: {chosen}{split.describe()}")
         settings.literature_clusters = args.clusters or (
             MANHATTAN_LITERATURE_CLUSTERS if not is_other_city(data) else None)
         before = calibration()

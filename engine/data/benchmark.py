@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +84,6 @@ CITY_NAMES = {  # folder names (lower case, separators dropped) -> city
 def benchmark_split(folder: str | Path, city: str | None = None) -> BenchmarkSplit:
     """The evaluation split of a benchmark folder: of `city` when named ("manhattan", "chicago",
     "san_francisco", or "other"), else of the city its folder name names, else `OTHER_CITY`."""
-    from dataclasses import replace
-
     if city and city != "auto":
         key = _city_key(city)
         if key in ("other", "none"):

@@ -107,7 +107,7 @@ def test_another_city_gets_the_bar_goal_on_its_own_split_and_none_of_manhattans_
     assert "95% paired interval" in quality_goal_rows(chicago, versus)[0]
 
     chicago.update(regions=77, labelled={"crime": 77, "check_in": 70})
-    chicago["settings"] = {"folds": 25, "shuffle": True, "fold_seed": 2024, "seeds": [0],
+    chicago["settings"] = {"folds": 25, "shuffle": True, "seeds": [0],
                            "srel_epochs": None, "language_model": "smollm2"}
     text = render({"mode": "quick", "quality": chicago}, tmp_path, None)
     assert "25-fold, shuffled (seed 2024)" in text and "(chicago, named;" in text
