@@ -1,7 +1,7 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
     python -m bench.run --quick|--full [--data DIR] [--tasks a,b] [--out docs]
-                        [--parts quality,versus,epochs,srel,sweep,prompts,writeback,demo]
+                        [--parts quality,versus,real,epochs,srel,sweep,prompts,writeback,demo]
                         [--device cpu]
 
 Parts not run this time are read back from their earlier result files in OUT/bench/, so the
@@ -30,7 +30,7 @@ from bench.env import REPO, calibration, environment
 from bench.quality import MANHATTAN, MANHATTAN_LITERATURE_CLUSTERS, QualitySettings, run_quality
 from bench.report import cpu_features_text, prompt_summary
 
-PARTS = ("quality", "versus", "epochs", "srel", "sweep", "prompts", "writeback", "demo")
+PARTS = ("quality", "versus", "real", "epochs", "srel", "sweep", "prompts", "writeback", "demo")
 DATA_PARTS = ("quality", "versus", "epochs", "srel", "prompts")  # the parts that read --data
 FULL_ONLY = ("writeback", "demo")  # parts that need QGIS and minutes: only with --full
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
@@ -49,7 +49,8 @@ def is_other_city(data: Path) -> bool:
 
 def default_parts(full: bool, data: Path) -> list[str]:
     """The parts a run makes when none are named: all (QGIS ones only in full mode); for another
-    city's folder only those that read it (the sweep, write-back and demo do not)."""
+    city's folder only those that read it (the sweep, the real places, write-back and demo
+    do not)."""
     return [p for p in PARTS if (full or p not in FULL_ONLY)
             and (p in DATA_PARTS or not is_other_city(data))]
 
@@ -443,6 +444,15 @@ def main(argv: list[str] | None = None) -> int:
         versus["mode"] = "full" if full else "quick"
         versus["environment"] = environment(args.device, before=before)
         _write(bench_dir / "versus.json", versus)
+    if "real" in parts:
+        from bench.real_places import run_real_places
+
+        log("real: the default against the bar on real places outside the repository ...")
+        before = calibration()
+        real = run_real_places(seeds=(0, 1, 2) if full else (0,), device=args.device, log=log)
+        real["mode"] = "full" if full else "quick"
+        real["environment"] = environment(args.device, before=before)
+        _write(bench_dir / "real-places.json", real)
     if "epochs" in parts:
         from bench.srel_epochs import epoch_plot, run_srel_epochs
 
@@ -487,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     results["quality_checks"] = [{**(_read(path) or {}), "file": path.name}
                                  for path in sorted(bench_dir.glob("quality-check-*.json"))]
     results["versus"] = _read(bench_dir / "versus.json")
+    results["real_places"] = _read(bench_dir / "real-places.json")
     results["srel_epochs"] = _read(bench_dir / "srel-epochs.json")
     if (bench_dir / "srel-epochs.png").exists():
         results["srel_epochs_plot"] = "bench/srel-epochs.png"

@@ -1,0 +1,104 @@
+"""The engine's default against the bar on real places outside this repository.
+
+Manhattan is the only real city in the repository, and every default was chosen on it or on
+synthetic cities. The places here are real regional data that no setting was chosen on: the
+example datasets that ship inside PySAL's `libpysal` package (installed with the development
+requirements; nothing is downloaded), each with the variables of the published model it is
+known for. They have no POIs, land use or trips: the regions' numeric fields are the one view,
+the analyst's "any numeric field" case. Each place goes through the engine as a user's layer
+does: written to a GeoPackage with its CRS, read by `build_dataset`, then the same paired
+comparisons as `bench.versus` (the default against the bar, against itself without SREL and
+the prompt vectors, and that features-only default against the bar), 10 folds unshuffled (the
+file's order) and shuffled (seed 2024).
+
+The targets and fields were fixed from each dataset's literature before any result was seen.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RealPlace:
+    """One of libpysal's bundled datasets, as a region layer with its fields and targets."""
+
+    name: str
+    about: str  # what the regions and variables are, and where they were modelled
+    file: str  # the shapefile's name in libpysal.examples
+    crs: str  # the files carry no .prj: the CRS their coordinates are in
+    id_field: str
+    name_field: str | None
+    fields: tuple[str, ...]  # the numeric fields of the view (the raw features)
+    targets: tuple[str, ...]
+
+
+REAL_PLACES = (
+    RealPlace("georgia", "Georgia's 159 counties, 1990 census: share with a bachelor's degree "
+              "from population, rural, elderly, foreign-born, poverty and black shares (the "
+              "geographically weighted regression example of Fotheringham, Brunsdon and "
+              "Charlton, 2002)", "G_utm.shp", "EPSG:26916", "AreaKey", None,
+              ("TotPop90", "PctRural", "PctEld", "PctFB", "PctPov", "PctBlack"), ("PctBach",)),
+    RealPlace("north_carolina", "North Carolina's 100 counties, 1979-84: sudden infant deaths "
+              "(count and rate per 1,000 births) from births and non-white births (Cressie, "
+              "1993)", "sids2.shp", "EPSG:4326", "FIPSNO", "NAME", ("BIR79", "NWBIR79"),
+              ("SID79", "SIDR79")),
+    RealPlace("st_louis", "78 counties around St. Louis, 1988-93: homicides (rate per 100,000 "
+              "and count) from resource deprivation, police expenditure and population "
+              "(Messner et al., 1999)", "stl_hom.shp", "EPSG:4326", "FIPSNO", "NAME",
+              ("RDAC90", "PE87", "PO8893"), ("HR8893", "HC8893")),
+)
+CRS_NOTE = ("Georgia's file is in UTM zone 16N (its Latitude / Longitud fields agree to 0.01 "
+            "degrees); the other two files are longitudes and latitudes, read as WGS 84 (their "
+            "datum moves a county by tens of metres at most).")
+
+
+def place_layer(place: RealPlace, folder: Path) -> Path:
+    """`place`'s shapefile from libpysal written as a GeoPackage with its CRS, in `folder`."""
+    import geopandas as gpd
+    from libpysal.examples import get_path
+
+    frame = gpd.read_file(get_path(place.file)).set_crs(place.crs, allow_override=True)
+    path = Path(folder) / f"{place.name}.gpkg"
+    frame.to_file(path, layer=place.name, driver="GPKG")
+    return path
+
+
+def place_dataset(place: RealPlace, folder: Path):
+    """The RegionDataset a user's job would build from the place's layer."""
+    from engine.data.build import DataSpec, build_dataset
+
+    path = place_layer(place, folder)
+    regions = {"path": str(path), "layer": place.name, "id_field": place.id_field,
+               "name_field": place.name_field, "fields": list(place.fields)}
+    return build_dataset(DataSpec(regions=regions, targets=list(place.targets)))
+
+
+def run_real_places(*, seeds: tuple[int, ...] = (0, 1, 2), places=REAL_PLACES,
+                    language_model: str = "smollm2", device: str = "cpu",
+                    cache_dir: str | None = None, log: Log = print) -> dict:
+    """`bench.versus.run_versus` on every place; a JSON-able dict with one row per place, task,
+    split and comparison."""
+    from bench.versus import run_versus
+
+    out = {"seeds": list(seeds), "folds": 10, "language_model": language_model,
+           "crs_note": CRS_NOTE, "places": [], "rows": []}
+    with tempfile.TemporaryDirectory(prefix="topt-real-") as folder:
+        for place in places:
+            log(f"  {place.name}: {place.about}")
+            dataset = place_dataset(place, Path(folder))
+            result = run_versus(dataset, seeds=seeds, tasks=place.targets, folds=10,
+                                language_model=language_model, device=device,
+                                cache_dir=cache_dir, log=log, literature_shuffle=True)
+            out["places"].append({"name": place.name, "about": place.about,
+                                  "file": place.file, "crs": place.crs,
+                                  "regions": result["regions"], "fields": list(place.fields),
+                                  "tasks": result["tasks"], "srel_epochs": result["srel_epochs"],
+                                  "shuffle_seed": result["shuffle_seed"]})
+            out["rows"] += [{"place": place.name, **row} for row in result["rows"]]
+    return out

@@ -1,0 +1,72 @@
+"""The benchmark's real places: PySAL's bundled datasets read as a user's region layers, and
+their goal row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("libpysal")
+
+from bench.real_places import REAL_PLACES, place_dataset  # noqa: E402
+from bench.report import real_places_goal_row, real_places_section  # noqa: E402
+
+# Where each place lies (longitude and latitude ranges of its region centroids): a wrong CRS
+# puts the centroids somewhere else (UTM 17N instead of 16N moves Georgia by 6 degrees).
+BOUNDS = {"georgia": ((-85.7, -80.8), (30.3, 35.1)),
+          "north_carolina": ((-84.4, -75.4), (33.8, 36.7)),
+          "st_louis": ((-92.8, -87.8), (36.8, 40.4))}
+
+
+@pytest.mark.parametrize("place", REAL_PLACES, ids=lambda p: p.name)
+def test_each_place_reads_as_a_region_layer_where_it_is(place, tmp_path):
+    dataset = place_dataset(place, tmp_path)
+    assert set(place.targets) <= set(dataset.targets)
+    for target in place.targets:
+        assert np.isfinite(dataset.targets[target]).sum() == dataset.n_regions
+    assert dataset.n_regions == {"georgia": 159, "north_carolina": 100, "st_louis": 78}[place.name]
+    # The view holds the fields and never a target.
+    columns = [c for view in dataset.views.values() for c in view.columns]
+    assert set(columns) == set(place.fields)
+    centroids = dataset.geometry.to_crs(dataset.geometry.estimate_utm_crs()).centroid
+    lonlat = centroids.to_crs("EPSG:4326")
+    (west, east), (south, north) = BOUNDS[place.name]
+    assert west < lonlat.x.min() and lonlat.x.max() < east
+    assert south < lonlat.y.min() and lonlat.y.max() < north
+
+
+def _row(place, task, split, difference, low, high, comparison="default_vs_bar"):
+    return {"place": place, "task": task, "split": split, "comparison": comparison,
+            "model": "engine default", "other": "the bar (raw features -> RidgeCV)",
+            "r2_model": 0.5 + difference, "r2_other": 0.5, "difference": difference,
+            "low": low, "high": high, "share_above_zero": 0.5, "folds": 10, "folds_better": 5}
+
+
+def _real(rows):
+    return {"seeds": [0, 1, 2], "folds": 10, "language_model": "smollm2", "mode": "full",
+            "environment": {"date": "2026-12-07T09:00:00+00:00", "git_commit": "abc"},
+            "places": [{"name": "georgia", "about": "counties", "regions": 159,
+                        "fields": ["PctPov"], "tasks": ["PctBach"]}], "rows": rows}
+
+
+def test_the_goal_is_met_only_when_no_row_falls_below_the_bar():
+    above = [_row("georgia", "PctBach", "shuffled", 0.05, 0.01, 0.09),
+             _row("st_louis", "HR8893", "unshuffled", 0.0, -0.02, 0.03)]
+    [line] = real_places_goal_row(_real(above))
+    assert "**met** (none below)" in line and "2 of 2 task rows" in line
+    below = above + [_row("st_louis", "HC8893", "unshuffled", -0.0125, -0.06, 0.4),
+                     _row("st_louis", "HC8893", "shuffled", -0.2, -0.5, 0.2,
+                          comparison="default_vs_features_only")]  # another comparison
+    [line] = real_places_goal_row(_real(below))
+    assert "**not met** (1 row(s) below)" in line
+    assert "worst st_louis HC8893 (unshuffled) -0.013" in line and "clearly below" in line
+    assert real_places_goal_row(None) == []
+
+
+def test_the_section_lists_every_row_and_counts_them():
+    rows = [_row("georgia", "PctBach", "shuffled", 0.05, 0.01, 0.09),
+            _row("georgia", "PctBach", "unshuffled", -0.03, -0.05, -0.01)]
+    text = "\n".join(real_places_section(_real(rows)))
+    assert "| georgia | PctBach | shuffled |" in text and "+0.0500" in text
+    assert "below on 1, clearly below on 1, clearly above on 1" in text
+    assert real_places_section(None) == []
