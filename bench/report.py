@@ -522,6 +522,13 @@ def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
     return lines
 
 
+def _paired_cells(r: dict) -> str:
+    """A paired comparison's table cells: the two models, their R², the difference and its
+    interval."""
+    return (f"{r['model']} vs {r['other']} | {r['r2_model']:.3f} | {r['r2_other']:.3f} | "
+            f"{r['difference']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}]")
+
+
 def versus_section(versus: dict | None) -> list[str]:
     """The default against the bar and against itself without SREL and prompts, paired."""
     if not versus or not versus.get("rows"):
@@ -546,10 +553,8 @@ def versus_section(versus: dict | None) -> list[str]:
              "| task | split | comparison | R² | R² other | difference | 95% interval "
              "| share of resamples above 0 | folds |", "|---|---|---|---|---|---|---|---|---|"]
     for r in versus["rows"]:
-        lines.append(f"| {r['task']} | {r['split']} | {r['model']} vs {r['other']} | "
-                     f"{r['r2_model']:.3f} | {r['r2_other']:.3f} | {r['difference']:+.4f} | "
-                     f"[{r['low']:+.4f}, {r['high']:+.4f}] | {r['share_above_zero']:.2f} | "
-                     f"{r['folds_better']} of {r['folds']} |")
+        lines.append(f"| {r['task']} | {r['split']} | {_paired_cells(r)} | "
+                     f"{r['share_above_zero']:.2f} | {r['folds_better']} of {r['folds']} |")
     lines.append("")
     for name, model, other in COMPARISONS:
         rows = [r for r in versus["rows"] if r["comparison"] == name]
@@ -613,9 +618,7 @@ def real_places_section(real: dict | None) -> list[str]:
     lines += ["", "| place | task | split | comparison | R² | R² other | difference "
               "| 95% interval | folds |", "|---|---|---|---|---|---|---|---|---|"]
     for r in real["rows"]:
-        lines.append(f"| {r['place']} | {r['task']} | {r['split']} | {r['model']} vs "
-                     f"{r['other']} | {r['r2_model']:.3f} | {r['r2_other']:.3f} | "
-                     f"{r['difference']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | "
+        lines.append(f"| {r['place']} | {r['task']} | {r['split']} | {_paired_cells(r)} | "
                      f"{r['folds_better']} of {r['folds']} |")
     lines.append("")
     for name, model, other in COMPARISONS:
