@@ -546,7 +546,9 @@ def versus_section(versus: dict | None) -> list[str]:
              f"SREL seeds {versus['seeds']} ({versus['srel_epochs']} epochs), language model "
              f"`{versus['language_model']}`. The difference is the mean over seeds of one R² "
              "minus the other, on the same out-of-fold regions; the interval is a paired "
-             "bootstrap over those regions (2,000 resamples, percentile): the evaluation's "
+             "bootstrap over those regions (2,000 resamples, percentile; each resample's "
+             "difference of mean squared errors over the variance of all the regions): the "
+             "evaluation's "
              "sampling uncertainty with the fold models held fixed, for these regions, not "
              "for another city. 'Folds' counts the folds on which the first model's squared "
              "error is the lower.", "",

@@ -7,7 +7,10 @@ predictions of the same regions (same folds) are compared region by region:
 - the R² difference (mean over seeds of the default's R² minus the other's),
 - its 95% interval from a paired bootstrap over the evaluated regions
   (`engine.training.metrics.paired_r2_difference`: scipy's `stats.bootstrap`, percentile
-  method; the regions are resampled, both R² computed on each resample). It is the evaluation's sampling uncertainty with the fold models held fixed: it
+  method; the regions are resampled, and on each resample the two models' mean squared
+  errors are differenced and divided by the variance of all the evaluated regions, so that
+  one region holding most of the variance cannot blow the interval up). It is the
+  evaluation's sampling uncertainty with the fold models held fixed: it
   does not retrain anything, so it says how sure one can be on *these* regions, not on
   another city;
 - the folds (of K) on which the default's squared error is the lower.

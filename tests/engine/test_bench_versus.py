@@ -189,3 +189,20 @@ def test_another_citys_document_claims_none_of_manhattans_speed_goals(tmp_path):
     lines = goals_section({"quality": manhattan, "prompts": prompts})
     assert any("SREL on Manhattan" in line for line in lines)
     assert any("prompt encoding >= 50" in line for line in lines)
+
+
+def test_one_region_holding_most_of_the_variance_does_not_blow_the_interval_up():
+    # 77 suburbs and one centre with ten times their largest value (St. Louis City among its
+    # counties): resamples without the centre have almost no variance left.
+    rng = np.random.default_rng(3)
+    y = np.append(rng.gamma(2.0, 0.5, 77), 300.0)
+    fold = np.arange(78) % 10
+    model = [y + np.append(rng.normal(0, 2, 77), -60.0)]
+    other = [y + np.append(rng.normal(0, 3, 77), -80.0)]
+    out = paired_r2_difference(y, model, other, fold)
+    r2 = lambda p: 1 - ((p - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()  # noqa: E731
+    assert out["difference"] == pytest.approx(r2(model[0]) - r2(other[0]))
+    assert out["low"] <= out["difference"] <= out["high"]
+    # The two models' R² on all regions lie in [0, 1]; no resample may say they differ by more.
+    assert 0 < r2(other[0]) < r2(model[0]) < 1
+    assert out["high"] - out["low"] < 1.0
