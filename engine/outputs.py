@@ -23,6 +23,8 @@ from engine.errors import InputError
 EMBEDDING_PREFIX = "emb_"
 PREDICTION_PREFIX = "pred_"
 FOLD_PREFIX = "fold_"
+EXTRAPOLATION_PREFIX = "ext_"  # 0; 1 inputs beyond the training regions'; 2 prediction outside
+# the training labels' range; 3 both (engine.training.predictor.TrainingReach)
 
 
 def output_id_field(job: dict, default: str = "region_id") -> str:
@@ -110,8 +112,10 @@ def _plain(value):
 
 def region_table(dataset: RegionDataset, embeddings: np.ndarray | None,
                  predictions: dict[str, np.ndarray], folds: dict[str, np.ndarray],
-                 id_field: str) -> dict[str, np.ndarray]:
-    """Columns of the output layer, in order: id, embeddings, predictions, folds."""
+                 id_field: str, extrapolated: dict[str, np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Columns of the output layer, in order: id, embeddings, predictions, folds, extrapolation
+    flags."""
     columns: dict[str, np.ndarray] = {id_field: np.asarray(dataset.region_ids)}
     if embeddings is not None:
         for name, column in zip(embedding_field_names(embeddings.shape[1]), embeddings.T, strict=True):
@@ -120,6 +124,8 @@ def region_table(dataset: RegionDataset, embeddings: np.ndarray | None,
         columns[f"{PREDICTION_PREFIX}{target}"] = np.asarray(values, dtype=np.float64)
     for target, values in folds.items():
         columns[f"{FOLD_PREFIX}{target}"] = np.asarray(values, dtype=np.int32)
+    for target, values in (extrapolated or {}).items():
+        columns[f"{EXTRAPOLATION_PREFIX}{target}"] = np.asarray(values, dtype=np.int32)
     return columns
 
 

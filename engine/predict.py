@@ -63,16 +63,20 @@ def run_predict(dataset, job: dict, opts: dict, device: str, out_dir: Path,
     job = {**job, "task_descriptions": manifest.get("task_descriptions") or {}}
     semantic = semantic_vectors(dataset, job, opts, device, sink)
     features = {"raw": literature_features(dataset), "robust": robust_features(dataset)}
-    predictions = {}
+    predictions, extrapolated = {}, {}
     for target in targets:
         saved = load_task_model(model_dir / "tasks" / target)
         inputs = TaskInputs(embeddings, semantic.get(target), features, dataset.targets[target])
         fitted = load_fitted_task(saved, inputs, device=device)
-        predictions[target] = fitted.predict(np.arange(dataset.n_regions))
+        every = np.arange(dataset.n_regions)
+        predictions[target] = fitted.predict(every)
+        if fitted.reach is not None:  # models saved before the reach existed have none
+            extrapolated[target] = fitted.extrapolated(every, predictions[target])
     id_field = output_id_field(job, manifest.get("id_field") or "region_id")
     with staged_output(out_dir, opts["overwrite"], ["regions.gpkg", "regions.csv"]) as stage:
         regions = write_regions(stage / "regions.gpkg", dataset,
-                                region_table(dataset, embeddings, predictions, {}, id_field))
+                                region_table(dataset, embeddings, predictions, {}, id_field,
+                                             extrapolated))
     sink.result(outputs={"regions": str(out_dir / regions.name)},
                 metrics={"regions": dataset.n_regions, "targets": targets},
                 summary=f"predictions for {', '.join(targets)} of {dataset.n_regions} regions "

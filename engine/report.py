@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.dataset import RegionDataset
-from engine.training.metrics import versus_text
+from engine.training.metrics import extrapolation_text, versus_text
 
 
 def _figure_tag(fig) -> str:
@@ -41,11 +41,18 @@ def _curves_figure(curves: dict[str, list[float]]):
     return fig
 
 
-def _scatter_figure(target: str, observed: np.ndarray, predicted: np.ndarray):
+def _scatter_figure(target: str, observed: np.ndarray, predicted: np.ndarray,
+                    extrapolated: np.ndarray | None = None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.scatter(observed, predicted, s=10, alpha=0.7)
+    beyond = (np.zeros(len(observed), dtype=bool) if extrapolated is None
+              else np.asarray(extrapolated) > 0)
+    ax.scatter(observed[~beyond], predicted[~beyond], s=10, alpha=0.7)
+    if beyond.any():
+        ax.scatter(observed[beyond], predicted[beyond], s=30, facecolors="none",
+                   edgecolors="tab:red", label="extrapolated (ext_ > 0)")
+        ax.legend(fontsize=8, loc="upper left")
     low = float(min(np.nanmin(observed), np.nanmin(predicted)))
     high = float(max(np.nanmax(observed), np.nanmax(predicted)))
     ax.plot([low, high], [low, high], color="grey", lw=1, ls="--")
@@ -84,8 +91,10 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
                  curves: dict[str, list[float]], observed: dict[str, np.ndarray],
-                 predicted: dict[str, np.ndarray], title: str = "ToPT report") -> None:
-    """Writes the report. `metrics` is the metrics.json payload; predicted are held-out values."""
+                 predicted: dict[str, np.ndarray], title: str = "ToPT report",
+                 extrapolated: dict[str, np.ndarray] | None = None) -> None:
+    """Writes the report. `metrics` is the metrics.json payload; predicted are held-out values;
+    `extrapolated` the per-region flags of `TrainingReach` (marked in the scatter plots)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,6 +134,24 @@ def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
                      "tell the two apart.</p>")
     if versus:
         parts.append("<ul>" + "".join(versus) + "</ul>")
+    extrapolations = []
+    for target, entry in metrics.get("tasks", {}).items():
+        reach = entry.get("extrapolation") or {}
+        if reach.get("regions"):
+            ids = ", ".join(map(str, reach["region_ids"]))
+            more = reach["regions"] - len(reach["region_ids"])
+            extrapolations.append(
+                f"<li>{html.escape(target)}: "
+                f"{html.escape(extrapolation_text(reach, summary['regions']))}. Regions: "
+                f"{html.escape(ids)}{f' and {more} more' if more > 0 else ''}.</li>")
+    if extrapolations:
+        parts.append("<h2>Extrapolations</h2><p>A prediction extrapolates when the region's data "
+                     "lie further from the training regions' than any training region's lie "
+                     "from the others (its leverage under the Ridge on the raw features), or "
+                     "when it falls outside the range of the training labels. The field "
+                     "<code>ext_&lt;target&gt;</code> marks them (1: the data, 2: the "
+                     "prediction, 3: both). Read these values with care.</p>")
+        parts.append("<ul>" + "".join(extrapolations) + "</ul>")
     clustering = metrics.get("clustering", {})
     if clustering:
         parts.append("<h2>Clustering of the embeddings</h2>")
@@ -134,8 +161,10 @@ def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
         parts.append("<h2>Training</h2>" + _figure_tag(_curves_figure(curves)))
     for target, values in predicted.items():
         labelled = np.isfinite(observed[target])
+        flags = (extrapolated or {}).get(target)
         figures = _figure_tag(_scatter_figure(target, observed[target][labelled],
-                                              values[labelled]))
+                                              values[labelled],
+                                              None if flags is None else flags[labelled]))
         if dataset.geometry is not None:
             figures += _figure_tag(_map_figure(dataset, target, values))
         parts.append(f"<h2>{html.escape(target)}</h2><div>{figures}</div>")

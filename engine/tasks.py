@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.events import EventSink
+from engine.outputs import EXTRAPOLATION_PREFIX
 from engine.pipeline import labelled_targets, train_srel
 
 METHOD_DEFAULT = "ToPT default (SREL + prompt vectors + raw features)"
@@ -179,7 +180,13 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
     from engine.training.baselines import evaluate_baselines, ridge_cv_fit_predict
     from engine.training.cv import PROTOCOL_LABELS, cross_val_predict_pooled
     from engine.training.features import literature_features, robust_features
-    from engine.training.metrics import clustering_metrics, paired_r2_difference, versus_text
+    from engine.training.metrics import (
+        clustering_metrics,
+        extrapolation_summary,
+        extrapolation_text,
+        paired_r2_difference,
+        versus_text,
+    )
     from engine.training.predictor import TaskInputs, evaluate_task
 
     targets = labelled_targets(dataset)
@@ -201,7 +208,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         fold_seed = seed if opts.get("fold_seed") is None else int(opts["fold_seed"])
     protocol = opts["protocol"]
     predictor_config = predictor_options(job)
-    tasks, predictions, fold_of, final_models = {}, {}, {}, {}
+    tasks, predictions, fold_of, final_models, extrapolated = {}, {}, {}, {}, {}
     t0 = time.monotonic()
     for k, (target, y) in enumerate(targets.items()):
         def progress(fraction, message="", k=k, target=target):
@@ -229,16 +236,23 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         versus = paired_r2_difference(
             y[held_out], [evaluation.pooled.predictions[held_out]],
             [baselines[BAR].predictions[held_out]], evaluation.pooled.fold[held_out])
+        reach = extrapolation_summary(y, evaluation.pooled.predictions,
+                                      evaluation.extrapolated, held_out, dataset.region_ids)
         tasks[target] = {"methods": methods, "labelled": int(np.isfinite(y).sum()),
                          "versus_bar": {"method": method, "bar": BASELINE_NAMES[BAR], **versus},
+                         "extrapolation": reach,
                          "final_model": evaluation.final.describe(),
                          "fold_choices": evaluation.choices}
         predictions[target] = evaluation.pooled.predictions
         fold_of[target] = evaluation.pooled.fold
         final_models[target] = evaluation.final
+        extrapolated[target] = evaluation.extrapolated
         bar = methods[BASELINE_NAMES[BAR]]["R2"]
         sink.log(f"{target}: R2 {methods[method]['R2']:.3f} (the bar, "
                  f"{BASELINE_NAMES[BAR]}, in this run: {bar:.3f}; difference {versus_text(versus)})")
+        if reach["regions"]:
+            sink.log(f"{target}: {extrapolation_text(reach, dataset.n_regions)} "
+                     f"(field {EXTRAPOLATION_PREFIX}{target})")
     timings["fit_seconds"] = time.monotonic() - t0
     sink.progress("fit", 1.0, "done")
 
@@ -260,4 +274,4 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
 
     return write_task_outputs(command, dataset, job, config, opts, out_dir, sink, srel=srel,
                               metrics=metrics, predictions=predictions, fold_of=fold_of,
-                              final_models=final_models)
+                              final_models=final_models, extrapolated=extrapolated)

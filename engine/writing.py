@@ -33,7 +33,8 @@ def manifest(dataset, job: dict, opts: dict, targets: list[str]) -> dict:
 
 def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out_dir: Path,
                        sink: EventSink, *, srel, metrics: dict, predictions: dict,
-                       fold_of: dict, final_models: dict) -> int:
+                       fold_of: dict, final_models: dict,
+                       extrapolated: dict | None = None) -> int:
     from engine.models.serialization import save_model
     from engine.report import write_report
     from engine.training.task_io import save_task_model
@@ -43,7 +44,8 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
     with staged_output(out_dir, opts["overwrite"], OUTPUT_NAMES) as stage:
         outputs = {}
         if command == "train":
-            columns = region_table(dataset, srel.embeddings, predictions, fold_of, id_field)
+            columns = region_table(dataset, srel.embeddings, predictions, fold_of, id_field,
+                                   extrapolated)
             regions = write_regions(stage / "regions.gpkg", dataset, columns)
             outputs["regions"] = str(out_dir / regions.name)
             model_dir = stage / "model"
@@ -61,6 +63,7 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
             curves[f"SREL {name}"] = values
         write_report(stage / "report.html", dataset=dataset, metrics=metrics, curves=curves,
                      observed=dict(dataset.targets), predicted=predictions,
+                     extrapolated=extrapolated,
                      title="ToPT: " + ", ".join(dataset.targets) if dataset.targets
                      else "ToPT embeddings")
         outputs["report"] = str(out_dir / "report.html")

@@ -140,3 +140,38 @@ def versus_text(versus: dict) -> str:
     if "folds" in versus:
         text += f", lower error on {versus['folds_better']} of {versus['folds']} folds"
     return text
+
+
+def extrapolation_summary(y: np.ndarray, predictions: np.ndarray, flags: np.ndarray,
+                          evaluated: np.ndarray, region_ids, *, listed: int = 20) -> dict:
+    """How many predictions extrapolate (`TrainingReach` flags > 0) and how much of the
+    cross-validated squared error the evaluated ones among them hold.
+
+    y, predictions, flags: (N,); evaluated: (N,) bool, the regions held out in a fold.
+    """
+    flags = np.asarray(flags)
+    flagged = flags > 0
+    errors = np.where(evaluated, (np.asarray(predictions) - np.asarray(y)) ** 2, 0.0)
+    total = float(errors.sum())
+    ids = [_plain_id(region_ids[i]) for i in np.flatnonzero(flagged)[:listed]]
+    return {"regions": int(flagged.sum()), "inputs_beyond": int(((flags & 1) > 0).sum()),
+            "prediction_beyond": int(((flags & 2) > 0).sum()),
+            "evaluated": int((flagged & evaluated).sum()),
+            "error_share": float(errors[flagged].sum() / total) if total > 0 else 0.0,
+            "region_ids": ids}
+
+
+def extrapolation_text(summary: dict, regions: int) -> str:
+    """`extrapolation_summary` in a sentence for the log."""
+    text = (f"{summary['regions']} of {regions} predictions extrapolate (inputs beyond every "
+            f"training region's: {summary['inputs_beyond']}; prediction outside the training "
+            f"labels' range: {summary['prediction_beyond']})")
+    if summary["evaluated"]:
+        text += (f"; the {summary['evaluated']} held out in a fold hold "
+                 f"{summary['error_share']:.0%} of the cross-validated squared error")
+    return text
+
+
+def _plain_id(value) -> str | int | float:
+    """A region id as JSON writes it (numpy scalars become Python ones)."""
+    return value.item() if hasattr(value, "item") else value

@@ -29,6 +29,11 @@ Clean protocol (default), inside the training regions alone:
    (77 regions, 25 folds) this turned losses to the bar of up to 0.54 R² into at most 0.06
    (docs/quality-notes.md).
 
+Every prediction also says whether it is an extrapolation (`TrainingReach`): the region's
+inputs lie beyond every training region's (its leverage under the anchor's Ridge), or its
+prediction lies outside the training labels' range. These regions are few and hold a large
+share of the errors on places with outliers; the engine writes the flag beside the prediction.
+
 No label outside `train_index` is read.
 
 Paper protocol: the candidates are fitted on the training regions and the weights are fitted on
@@ -47,6 +52,7 @@ from scipy.optimize import nnls
 from engine.errors import InputError
 from engine.training.baselines import (
     DEFAULT_ALPHAS,
+    CentredSVD,
     LeaveOneOutRidge,
     centred_svd,
     forward_target,
@@ -182,6 +188,85 @@ class RidgePredict:
         X = _saved_block(blocks, meta["block"], arrays["coef"].shape[0])
         return cls(meta["block"], meta["transform"], arrays["coef"], meta["intercept"],
                    meta["alpha"], meta["y_max"], X)
+
+
+# Flags of TrainingReach.flags: a region's inputs beyond every training region's, its
+# prediction outside the training labels' range (both: 3).
+INPUTS_BEYOND = 1
+PREDICTION_BEYOND = 2
+REACH_COMPONENT_FLOOR = 0.01  # components with s^2 below this times the penalty are folded in
+# the remainder (their weight 1 / (s^2 + alpha) is within 1% of 1 / alpha)
+
+
+@dataclass
+class TrainingReach:
+    """How far the training regions reach, to flag predictions that extrapolate.
+
+    Inputs: a region lies beyond the training regions when its leverage under the anchor's
+    Ridge (its input block, at the anchor's penalty alpha), h(x) = z^T (Xc^T Xc + alpha I)^-1 z
+    + 1/n with z = x - mean, exceeds every training region's leave-one-out leverage
+    h_i / (1 - h_i) (the same quantity with region i left out of the fit): it is further from
+    the training data, in the directions the anchor reads, than any training region is from the
+    others. Under exchangeability a new region like the training ones is beyond all of them
+    with probability about 1 / (n + 1). Prediction: outside [smallest, largest] training label.
+    Saveable (the components whose weight differs from 1 / alpha, not the training rows).
+    """
+
+    block: str  # the input block's name ("raw")
+    x_mean: np.ndarray = field(repr=False)  # (F,) training mean of the block
+    components: np.ndarray = field(repr=False)  # (k, F) right singular vectors kept
+    singular: np.ndarray = field(repr=False)  # (k,) their singular values
+    alpha: float = 1.0  # the anchor's penalty
+    n_train: int = 1
+    threshold: float = 0.0  # the largest leave-one-out leverage among the training regions
+    label_min: float = 0.0
+    label_max: float = 0.0
+    X: np.ndarray | None = field(default=None, repr=False)  # (N, F) the block, all regions
+
+    @classmethod
+    def fit(cls, block: str, X: np.ndarray, train: np.ndarray, y_train: np.ndarray,
+            alpha: float, svd: CentredSVD | None = None) -> TrainingReach:
+        x_mean, u, s, vt = svd if svd is not None else centred_svd(X[train])
+        n = len(train)
+        leverage = (u**2) @ (s**2 / (s**2 + alpha)) + 1.0 / n  # (n,) in-sample
+        loo = leverage / np.maximum(1.0 - leverage, 1e-12)  # (n,) leave-one-out
+        keep = s**2 > REACH_COMPONENT_FLOOR * alpha
+        return cls(block, x_mean, vt[keep].copy(), s[keep].copy(), float(alpha), n,
+                   float(loo.max()), float(np.min(y_train)), float(np.max(y_train)), X)
+
+    def leverage(self, index: np.ndarray) -> np.ndarray:
+        """(m,) leverage of the regions `index` (not in the training set) under the anchor."""
+        z = self.X[index] - self.x_mean  # (m, F)
+        projected = z @ self.components.T  # (m, k)
+        rest = np.maximum((z**2).sum(axis=1) - (projected**2).sum(axis=1), 0.0)
+        return ((projected**2 / (self.singular**2 + self.alpha)).sum(axis=1)
+                + rest / self.alpha + 1.0 / self.n_train)
+
+    def flags(self, index: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+        """(m,) int8: INPUTS_BEYOND | PREDICTION_BEYOND where they apply, else 0."""
+        index = np.asarray(index, dtype=np.int64)
+        out = np.zeros(len(index), dtype=np.int8)
+        if not len(index):
+            return out
+        out[self.leverage(index) > self.threshold] |= INPUTS_BEYOND
+        predictions = np.asarray(predictions, dtype=np.float64)
+        out[(predictions > self.label_max) | (predictions < self.label_min)] |= PREDICTION_BEYOND
+        return out
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return ({"x_mean": self.x_mean, "components": self.components,
+                 "singular": self.singular},
+                {"block": self.block, "alpha": self.alpha, "n_train": self.n_train,
+                 "threshold": self.threshold, "label_min": self.label_min,
+                 "label_max": self.label_max})
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                   blocks: dict[str, np.ndarray]) -> TrainingReach:
+        X = _saved_block(blocks, meta["block"], arrays["x_mean"].shape[0])
+        return cls(meta["block"], arrays["x_mean"], arrays["components"], arrays["singular"],
+                   meta["alpha"], meta["n_train"], meta["threshold"], meta["label_min"],
+                   meta["label_max"], X)
 
 
 class SharedDecompositions:
@@ -427,14 +512,17 @@ def input_blocks(inputs: TaskInputs, config: PredictorConfig) -> dict[str, np.nd
 
 
 def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negative: bool,
-                     seed: int = 0, device: str = "cpu") -> list[Candidate]:
-    """The candidates this task's inputs allow (log1p ones only for targets >= 0)."""
+                     seed: int = 0, device: str = "cpu",
+                     shared: SharedDecompositions | None = None) -> list[Candidate]:
+    """The candidates this task's inputs allow (log1p ones only for targets >= 0). `shared`
+    keeps each block's decompositions of the training rows for the caller."""
     alphas = np.asarray(config.alphas, dtype=np.float64)
     blocks = input_blocks(inputs, config)
     raw = inputs.raw_features
     raw_named = ({"raw": raw} if isinstance(raw, np.ndarray) else dict(raw or {}))
     transforms = [t for t in config.target_transforms if t == "raw" or non_negative]
-    shared = SharedDecompositions()  # one SVD / eigendecomposition per block for all targets
+    if shared is None:  # one SVD / eigendecomposition per block for all targets
+        shared = SharedDecompositions()
     candidates = [_ridge_candidate(f"ridge[{name}|{t}]", matrix, t, alphas, shared)
                   for name, matrix in blocks.items() for t in transforms]
     labelled = int(np.isfinite(np.asarray(inputs.y, dtype=np.float64)).sum())
@@ -484,6 +572,7 @@ class FittedTask:
     # above `label_max` (the largest training label), the anchor's prediction is returned.
     anchor: str | None = None  # None: no guard
     label_max: float | None = None
+    reach: TrainingReach | None = None  # flags extrapolated predictions (None: not known)
     _predictors: dict[str, Predict] = field(default_factory=dict, repr=False)
 
     def predict(self, index: np.ndarray) -> np.ndarray:
@@ -496,6 +585,16 @@ class FittedTask:
             beyond = anchored > self.label_max
             total[beyond] = anchored[beyond]
         return np.maximum(total, 0.0) if self.clip_negative else total
+
+    def extrapolated(self, index: np.ndarray, predictions: np.ndarray | None = None
+                     ) -> np.ndarray:
+        """(m,) int8 flags of `TrainingReach.flags` for the regions `index` (0 without a
+        reach). `predictions`: this model's predictions of them, when already computed."""
+        index = np.asarray(index, dtype=np.int64)
+        if self.reach is None:
+            return np.zeros(len(index), dtype=np.int8)
+        return self.reach.flags(index, self.predict(index) if predictions is None
+                                else predictions)
 
     def describe(self) -> dict[str, Any]:
         best = max(self.scores, key=lambda k: self.scores[k]["r2"]) if self.scores else None
@@ -526,8 +625,9 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
         raise InputError(f"only {len(train)} labelled training regions", field="target",
                          hint="Give a target with more labelled regions.")
     non_negative = bool((y[train] >= 0).all())
+    shared = SharedDecompositions()
     candidates = build_candidates(inputs, config, non_negative=non_negative, seed=seed,
-                                  device=device)
+                                  device=device, shared=shared)
     names = [c.name for c in candidates]
 
     if protocol == "paper":
@@ -577,7 +677,22 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
     return FittedTask(weights=kept, scores=scores, blend_score=blend, chosen=chosen,
                       protocol=protocol, clip_negative=non_negative, shrink=lam,
                       anchor=guard, label_max=float(y[train].max()) if guard else None,
+                      reach=_training_reach(predictors, config, train, y, shared),
                       _predictors={n: predictors[n] for n in [*kept, *([guard] if guard else [])]})
+
+
+def _training_reach(predictors: dict[str, Predict], config: PredictorConfig, train: np.ndarray,
+                    y: np.ndarray, shared: SharedDecompositions) -> TrainingReach | None:
+    """The reach of the anchor's Ridge (else of the first raw-target Ridge), from the SVD its
+    fit already made; None when the task has no Ridge candidate."""
+    ridges = [p for p in predictors.values()
+              if isinstance(p, RidgePredict) and p.transform == "raw"]
+    anchor = predictors.get(config.anchor)
+    ridge = anchor if isinstance(anchor, RidgePredict) else next(iter(ridges), None)
+    if ridge is None:
+        return None
+    svd = shared.get(("svd", ridge.block), train, lambda: centred_svd(ridge.X[train]))
+    return TrainingReach.fit(ridge.block, ridge.X, train, y[train], ridge.alpha, svd)
 
 
 def _anchor_index(predictions: np.ndarray, y: np.ndarray, names: list[str],
@@ -642,6 +757,9 @@ class TaskEvaluation:
     pooled: PooledPrediction  # out-of-fold predictions (labelled), final model's (unlabelled)
     choices: list[dict]  # per outer fold: weights, inner scores, penalties
     final: FittedTask  # fitted on all labelled regions (clean protocol)
+    # (N,) int8 TrainingReach flags of each region's reported prediction, from the model that
+    # made it (the fold's for labelled regions, the final model's for the others)
+    extrapolated: np.ndarray | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -654,10 +772,11 @@ class TaskEvaluation:
 def make_fit_predict(embeddings: np.ndarray | None, semantic: np.ndarray | None,
                      features: np.ndarray | dict[str, np.ndarray] | None, *, seed: int = 0,
                      device: str = "cpu", config: PredictorConfig | None = None,
-                     **options: Any):
+                     fitted_model: bool = False, **options: Any):
     """A `fit_predict` for `cross_val_predict_pooled` running `fit_task` on each fold.
 
-    `options` may hold PredictorConfig fields (e.g. prompt4re=True, inner_folds=3).
+    `options` may hold PredictorConfig fields (e.g. prompt4re=True, inner_folds=3). With
+    `fitted_model`, it returns the fold's FittedTask instead of (predictions, description).
     """
     if options:
         known = {k: v for k, v in options.items() if k in PredictorConfig.__dataclass_fields__}
@@ -668,6 +787,8 @@ def make_fit_predict(embeddings: np.ndarray | None, semantic: np.ndarray | None,
         protocol = "paper" if selection_index is not None else "clean"
         fitted = fit_task(inputs, train_index, protocol=protocol, seed=seed, config=config,
                           selection_index=selection_index, device=device)
+        if fitted_model:
+            return fitted
         return fitted.predict(predict_index), fitted.describe()
 
     return fit_predict
@@ -681,30 +802,36 @@ def evaluate_task(inputs: TaskInputs, *, folds: int = 10, shuffle: bool = False,
     final model fitted on all labelled regions (which also predicts the unlabelled ones)."""
     check_protocol(protocol)
     y = np.asarray(inputs.y, dtype=np.float64)
-    base = make_fit_predict(inputs.embeddings, inputs.semantic, inputs.raw_features, seed=seed,
-                            device=device, config=config)
     labelled = np.flatnonzero(np.isfinite(y))
     splits = kfold_splits(labelled, folds, shuffle=shuffle, seed=fold_seed)
     done = [0]
+    extrapolated = np.zeros(len(y), dtype=np.int8)
 
     def fit_predict(_inputs, y_visible, train_index, predict_index, *, selection_index=None):
-        out = base(_inputs, y_visible, train_index, predict_index,
-                   selection_index=selection_index)
+        fitted = base(_inputs, y_visible, train_index, predict_index,
+                      selection_index=selection_index)
+        predicted = fitted.predict(predict_index)
+        extrapolated[predict_index] = fitted.extrapolated(predict_index, predicted)
         done[0] += 1
         if progress is not None:
             progress(done[0] / (len(splits) + 1), f"fold {done[0]}/{len(splits)}")
-        return out
+        return predicted, fitted.describe()
 
+    base = make_fit_predict(inputs.embeddings, inputs.semantic, inputs.raw_features, seed=seed,
+                            device=device, config=config, fitted_model=True)
     pooled = cross_val_predict_pooled(fit_predict, None, y, splits=splits, protocol=protocol,
                                       predict_unlabelled=False)
     final = fit_task(inputs, labelled, protocol="clean", seed=seed, config=config, device=device)
     unlabelled = np.flatnonzero(~np.isfinite(y))
     if len(unlabelled):
         pooled.predictions[unlabelled] = final.predict(unlabelled)
+        extrapolated[unlabelled] = final.extrapolated(unlabelled,
+                                                      pooled.predictions[unlabelled])
     if progress is not None:
         progress(1.0, "final model")
     pooled.label = PROTOCOL_LABELS[protocol]
-    return TaskEvaluation(pooled=pooled, choices=pooled.fold_info, final=final)
+    return TaskEvaluation(pooled=pooled, choices=pooled.fold_info, final=final,
+                          extrapolated=extrapolated)
 
 
 def benchmark_fit_predict(dataset, embeddings: np.ndarray | None, semantic: np.ndarray | None,
@@ -737,7 +864,8 @@ def load_fitted_task(saved: dict, inputs: TaskInputs, *, device: str = "cpu",
             raise InputError(f"unknown predictor kind {meta['kind']!r} in the model",
                              hint="Train the model again with this version.")
     guard = saved.get("extrapolation_guard") or {}
+    reach = (TrainingReach.from_state(*saved["reach"], blocks) if saved.get("reach") else None)
     return FittedTask(weights=dict(saved["weights"]), scores={}, blend_score={}, chosen={},
                       protocol="clean", clip_negative=bool(saved["clip_negative"]),
                       anchor=guard.get("anchor"), label_max=guard.get("label_max"),
-                      _predictors=predictors)
+                      reach=reach, _predictors=predictors)

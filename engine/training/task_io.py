@@ -16,6 +16,7 @@ from engine.errors import InputError
 
 CONFIG = "task.json"
 WEIGHTS = "task.safetensors"
+REACH = "reach"  # the arrays of the training reach (extrapolation flags), beside the predictors'
 
 
 def save_task_model(fitted, folder: Path) -> Path:
@@ -32,19 +33,25 @@ def save_task_model(fitted, folder: Path) -> Path:
         for key, value in state_arrays.items():
             arrays[f"{name}/{key}"] = np.ascontiguousarray(value)
         predictors[name] = meta
+    reach = None
+    if fitted.reach is not None:
+        reach_arrays, reach = fitted.reach.state()
+        for key, value in reach_arrays.items():
+            arrays[f"{REACH}/{key}"] = np.ascontiguousarray(value)
     save_file(arrays, str(folder / WEIGHTS))
     (folder / CONFIG).write_text(json.dumps({
         "format": "topt-task", "version": 1, "weights": fitted.weights,
         "clip_negative": fitted.clip_negative, "protocol": fitted.protocol,
         "extrapolation_guard": ({"anchor": fitted.anchor, "label_max": fitted.label_max}
                                 if fitted.anchor is not None else None),
-        "predictors": predictors, "describe": fitted.describe()}, indent=2), encoding="utf-8")
+        "reach": reach, "predictors": predictors, "describe": fitted.describe()}, indent=2), encoding="utf-8")
     return folder
 
 
 def load_task_model(folder: Path) -> dict:
-    """{"weights", "clip_negative", "extrapolation_guard", "predictors": {name: (arrays,
-    meta)}} from a saved task (a model saved before the guard existed has none)."""
+    """{"weights", "clip_negative", "extrapolation_guard", "reach": (arrays, meta) or None,
+    "predictors": {name: (arrays, meta)}} from a saved task (a model saved before the guard or
+    the reach existed has none of them)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -63,5 +70,11 @@ def load_task_model(folder: Path) -> dict:
         prefix = f"{name}/"
         predictors[name] = ({k[len(prefix):]: v for k, v in arrays.items()
                              if k.startswith(prefix)}, predictor_meta)
+    reach = None
+    if meta.get("reach"):
+        prefix = f"{REACH}/"
+        reach = ({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
+                 meta["reach"])
     return {"weights": meta["weights"], "clip_negative": meta["clip_negative"],
-            "extrapolation_guard": meta.get("extrapolation_guard"), "predictors": predictors}
+            "extrapolation_guard": meta.get("extrapolation_guard"), "reach": reach,
+            "predictors": predictors}

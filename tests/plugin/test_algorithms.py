@@ -217,9 +217,11 @@ def test_write_back_into_the_region_layer(fake_engine, tmp_path):
         run("learn_and_predict", {"REGIONS": layer.id(), "ID_FIELD": "region_id",
                                   "TARGETS": ["crime"], "EMBEDDING_SIZE": 3, "WRITE_BACK": True,
                                   "OUTPUT": str(tmp_path / "new.gpkg")})
-        assert {"emb_000", "emb_002", "pred_crime", "fold_crime"} <= set(layer.fields().names())
+        assert {"emb_000", "emb_002", "pred_crime", "fold_crime",
+                "ext_crime"} <= set(layer.fields().names())
         for feature in layer.getFeatures():
             assert feature["pred_crime"] == pytest.approx(2 * feature["region_id"] + 0.5)
+            assert feature["ext_crime"] == int(feature["region_id"] % 5 == 0)
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
 
@@ -234,7 +236,8 @@ def test_shapefile_output_gets_short_unique_names(fake_engine, regions_gpkg, tmp
     names = layer.fields().names()
     assert all(len(n) <= 10 for n in names)
     assert {"check_in", "pred_check", "fold_check", "pred_crime", "emb_001"} <= set(names)
-    assert result["FIELD_NAMES"] == "pred_check_in->pred_check, fold_check_in->fold_check"
+    assert result["FIELD_NAMES"] == ("pred_check_in->pred_check, fold_check_in->fold_check, "
+                                     "ext_check_in->ext_check_")
     for feature in layer.getFeatures():
         assert feature["pred_check"] == pytest.approx(2 * feature["region_id"] + 0.5)
 

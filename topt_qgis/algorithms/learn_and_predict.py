@@ -55,7 +55,10 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
         "combined by validation inside the training regions only. Regions whose "
         "target is empty get a prediction; labelled regions get an honest cross-validated one.\n\n"
         "Outputs: a new layer with the region fields plus emb_000... (the embedding), "
-        "pred_[target] and fold_[target]; the trained model folder (with metrics.json); and an "
+        "pred_[target], fold_[target] and ext_[target] (1: the region's data lie beyond every "
+        "training region's, 2: its prediction lies outside the training labels' range, 3: both; "
+        "such predictions are extrapolations, to read with care); the trained model folder (with "
+        "metrics.json); and an "
         "HTML report of the evaluation. With 'Write the new fields into the region layer' the "
         "fields are also added to the region layer itself, matched by region id.\n\n"
         "Without target fields, only the embedding is learned.")

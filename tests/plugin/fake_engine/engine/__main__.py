@@ -1,8 +1,9 @@
 """Fake `python -m engine`: the engine's CLI and JSON-lines events, with no machine learning.
 
-Reads the job like the real engine, writes regions.gpkg (id, geometry, emb_*, pred_*, fold_*)
-with values computed from the region id, in shuffled row order, so tests can check the mapping:
-emb_00i = 10 * id + i, pred_<target> = 2 * id + 0.5, fold_<target> = id % 3.
+Reads the job like the real engine, writes regions.gpkg (id, geometry, emb_*, pred_*, fold_*,
+ext_*) with values computed from the region id, in shuffled row order, so tests can check the
+mapping: emb_00i = 10 * id + i, pred_<target> = 2 * id + 0.5, fold_<target> = id % 3,
+ext_<target> = 1 where id % 5 == 0, else 0.
 FAKE_ENGINE_MODE picks a behaviour: ok, sleep, ignore_term, crash, input_error, malformed,
 stderr_flood. FAKE_ENGINE_RECORD names a JSON file that receives argv, cwd, env and pid.
 Runs with the system Python (GDAL's osgeo bindings), never inside QGIS.
@@ -77,6 +78,7 @@ def write_regions(job, out_dir, targets, width):
     for target in targets:
         out.CreateField(ogr.FieldDefn(f"pred_{target}", ogr.OFTReal))
         out.CreateField(ogr.FieldDefn(f"fold_{target}", ogr.OFTInteger))
+        out.CreateField(ogr.FieldDefn(f"ext_{target}", ogr.OFTInteger))
     out.StartTransaction()
     for region_id, geometry in rows:
         feature = ogr.Feature(out.GetLayerDefn())
@@ -87,6 +89,7 @@ def write_regions(job, out_dir, targets, width):
         for target in targets:
             feature.SetField(f"pred_{target}", 2 * value + 0.5)
             feature.SetField(f"fold_{target}", int(value) % 3)
+            feature.SetField(f"ext_{target}", int(int(value) % 5 == 0))
         feature.SetGeometry(ogr.ForceToMultiPolygon(geometry))
         out.CreateFeature(feature)
     out.CommitTransaction()
