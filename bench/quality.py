@@ -33,7 +33,8 @@ from engine.data.benchmark import resolve_targets as resolve_tasks  # noqa: F401
 Log = Callable[[str], None]
 
 MANHATTAN_LITERATURE_CLUSTERS = 12  # ../shared/data/manhattan/README.md: KMeans(12)
-MANHATTAN = Path("/work/shared/data/manhattan")
+# the bundled demo city: shared/ beside the checkout (as the tests and the CI clone have it)
+MANHATTAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "manhattan"
 LITERATURE_TASKS = ("crime", "check_in", "service_call", "carbon", "income")
 SREL_VARIANTS = {  # name -> SRELConfig overrides
     "srel": {},
