@@ -7,13 +7,14 @@ from pathlib import Path
 from engine import __version__
 from engine.events import EventSink
 from engine.outputs import (
+    EXTRAPOLATION_PREFIX,
     output_id_field,
     region_table,
     staged_output,
     write_json,
     write_regions,
 )
-from engine.training.metrics import versus_text
+from engine.training.metrics import extrapolation_text, versus_text
 
 OUTPUT_NAMES = ["regions.gpkg", "regions.csv", "model", "metrics.json", "report.html"]
 
@@ -78,6 +79,10 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
         if entry.get("versus_bar"):
             lines.append(f"{target:<16} {'the default minus the bar (R2, paired)':<52} "
                          f"{versus_text(entry['versus_bar'])}")
+        if (entry.get("extrapolation") or {}).get("regions"):
+            label = f"extrapolations (field {EXTRAPOLATION_PREFIX}{target})"
+            lines.append(f"{target:<16} {label:<52} "
+                         f"{extrapolation_text(entry['extrapolation'], metrics['regions'])}")
     for field, s in metrics["clustering"].items():
         lines.append(f"clustering {field}: NMI {s['NMI']:.3f}  ARI {s['ARI']:.3f}")
     header = (f"{metrics['regions']} regions, {metrics['folds']} folds, "

@@ -78,6 +78,8 @@ def test_train_flags_the_regions_beyond_the_training_data(layers, tmp_path):
     assert 0.0 < reach["error_share"] <= 1.0
     logs = [e["message"] for e in events if e["event"] == "log"]
     assert any(m.startswith("crime: ") and "extrapolate" in m and "ext_crime" in m for m in logs)
+    summary = next(e for e in events if e["event"] == "result")["summary"]
+    assert "extrapolations (field ext_crime)" in summary  # the last lines the plugin shows
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "<h2>Extrapolations</h2>" in report and FAR_LABELLED in report
 
