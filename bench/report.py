@@ -636,6 +636,26 @@ def real_places_section(real: dict | None) -> list[str]:
     return lines
 
 
+def extrapolation_flags_section(flags: dict | None) -> list[str]:
+    """What the `ext_<target>` flags mark: how many regions, and their share of the error."""
+    if not flags or not flags.get("rows"):
+        return []
+    from bench.extrapolation_study import table
+
+    env = flags.get("environment") or {}
+    return ["### Which predictions the extrapolation flag marks", "",
+            f"From `extrapolation-flags.json` (measured {env.get('date')}, commit "
+            f"`{env.get('git_commit')}`; `python -m bench.extrapolation_study`): the engine "
+            "writes `ext_<target>` beside each prediction, non-zero where the region's data lie "
+            "beyond every training region's (leave-one-out leverage under the anchor) or the "
+            "prediction lies outside the training labels' range. Here the default on the raw "
+            "and robust features (no SREL, no prompt vectors: the flags read the raw features), "
+            "10 folds (25 for the synthetic cities), both fold orders; each held-out region "
+            "flagged by its fold's model. A flag is worth reading where the few regions it "
+            "marks hold much more than their share of the squared error "
+            "(`docs/quality-notes.md`).", "", table(flags["rows"]), ""]
+
+
 def goals_section(results: dict) -> list[str]:
     lines = ["## Goals", "", "| goal | measured | verdict |", "|---|---|---|"]
     lines += quality_goal_rows(results.get("quality"), results.get("versus"))
@@ -1056,6 +1076,7 @@ def render(results: dict, out_dir: Path, plot: str | None) -> str:
         lines += quality_section(results["quality"])
     lines += versus_section(results.get("versus"))  # also without a quality table
     lines += real_places_section(results.get("real_places"))
+    lines += extrapolation_flags_section(results.get("extrapolation_flags"))
     if results.get("quality"):
         lines += quality_checks_section(results["quality"], results.get("quality_checks") or [])
     lines += srel_epochs_section(results.get("srel_epochs"), results.get("srel_epochs_plot"))

@@ -1,7 +1,7 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
     python -m bench.run --quick|--full [--data DIR] [--tasks a,b] [--out docs]
-                        [--parts quality,versus,real,epochs,srel,sweep,prompts,writeback,demo]
+                        [--parts quality,versus,real,flags,epochs,srel,sweep,prompts,writeback,demo]
                         [--device cpu]
 
 Parts not run this time are read back from their earlier result files in OUT/bench/, so the
@@ -30,7 +30,8 @@ from bench.env import REPO, calibration, environment
 from bench.quality import MANHATTAN, MANHATTAN_LITERATURE_CLUSTERS, QualitySettings, run_quality
 from bench.report import cpu_features_text, prompt_summary
 
-PARTS = ("quality", "versus", "real", "epochs", "srel", "sweep", "prompts", "writeback", "demo")
+PARTS = ("quality", "versus", "real", "flags", "epochs", "srel", "sweep", "prompts", "writeback",
+         "demo")
 DATA_PARTS = ("quality", "versus", "epochs", "srel", "prompts")  # the parts that read --data
 FULL_ONLY = ("writeback", "demo")  # parts that need QGIS and minutes: only with --full
 QGIS_PYTHON = REPO / ".venv-qgis" / "bin" / "python"
@@ -455,6 +456,14 @@ def main(argv: list[str] | None = None) -> int:
         real["mode"] = "full"
         real["environment"] = environment(args.device, before=before)
         _write(bench_dir / "real-places.json", real)
+    if "flags" in parts:
+        from bench.extrapolation_study import run_study
+
+        log("flags: what the extrapolation flags mark (Manhattan, real places, 77-region cities) ...")
+        before = calibration()
+        flags = {"rows": run_study(MANHATTAN if MANHATTAN.is_dir() else None, log=log),
+                 "mode": "full", "environment": environment(args.device, before=before)}
+        _write(bench_dir / "extrapolation-flags.json", flags)
     if "epochs" in parts:
         from bench.srel_epochs import epoch_plot, run_srel_epochs
 
@@ -500,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                                  for path in sorted(bench_dir.glob("quality-check-*.json"))]
     results["versus"] = _read(bench_dir / "versus.json")
     results["real_places"] = _read(bench_dir / "real-places.json")
+    results["extrapolation_flags"] = _read(bench_dir / "extrapolation-flags.json")
     results["srel_epochs"] = _read(bench_dir / "srel-epochs.json")
     if (bench_dir / "srel-epochs.png").exists():
         results["srel_epochs_plot"] = "bench/srel-epochs.png"

@@ -390,6 +390,6 @@ def test_another_citys_folder_gets_its_own_output_folder_and_only_the_parts_that
     assert output_folder(chicago, str(tmp_path / "x")) == tmp_path / "x"
     assert output_folder(MANHATTAN, None) == REPO / "docs"
     assert default_parts(False, chicago) == ["quality", "versus", "epochs", "srel", "prompts"]
-    assert default_parts(False, MANHATTAN) == ["quality", "versus", "real", "epochs", "srel",
-                                               "sweep", "prompts"]
+    assert default_parts(False, MANHATTAN) == ["quality", "versus", "real", "flags", "epochs",
+                                               "srel", "sweep", "prompts"]
     assert default_parts(True, MANHATTAN)[-2:] == ["writeback", "demo"]
