@@ -22,13 +22,18 @@ from qgis.core import (
     QgsGraduatedSymbolRenderer,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProperty,
+    QgsSimpleLineSymbolLayer,
     QgsStyle,
     QgsSymbol,
+    QgsSymbolLayer,
     QgsVectorDataProvider,
     QgsVectorFileWriter,
     QgsVectorLayer,
+    QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import Qt, QVariant
+from qgis.PyQt.QtGui import QColor
 
 DBF_NAME_LENGTH = 10  # the dBASE limit on field names (Shapefiles)
 RESULT_PREFIXES = ("emb_", "pred_", "fold_", "ext_")
@@ -349,14 +354,33 @@ def write_output_layer(regions, regions_id_field: str, result: QgsVectorLayer,
     return report
 
 
-def apply_graduated_style(layer: QgsVectorLayer, field_name: str, classes: int = 5) -> bool:
-    """A quantile graduated style (Viridis) on a numeric field; False when it cannot be made."""
+EXTRAPOLATION_OUTLINE = QColor(215, 25, 28)  # the dashed red outline of extrapolated regions
+
+
+def apply_graduated_style(layer: QgsVectorLayer, field_name: str, classes: int = 5,
+                          flag_field: str | None = None) -> bool:
+    """A quantile graduated style (Viridis) on a numeric field; False when it cannot be made.
+
+    With `flag_field` (a prediction's ext_ field), polygons whose flag is non-zero, the
+    extrapolated predictions, also get a dashed red outline.
+    """
     if layer is None or layer.fields().indexOf(field_name) < 0:
         return False
     renderer = QgsGraduatedSymbolRenderer(field_name)
     symbol = QgsSymbol.defaultSymbol(layer.geometryType())
     if symbol is None:
         return False
+    if (flag_field and layer.fields().indexOf(flag_field) >= 0
+            and layer.geometryType() == QgsWkbTypes.PolygonGeometry):
+        outline = QgsSimpleLineSymbolLayer(EXTRAPOLATION_OUTLINE, 0.8)
+        outline.setPenStyle(Qt.DashLine)
+        outline.setLocked(True)  # the colour ramp recolours every unlocked layer of a class
+        outline.setRenderingPass(1)  # drawn after every fill, so no neighbour covers it
+        expression = f'coalesce("{flag_field.replace(chr(34), chr(34) * 2)}", 0) > 0'
+        outline.setDataDefinedProperty(QgsSymbolLayer.PropertyLayerEnabled,
+                                       QgsProperty.fromExpression(expression))
+        symbol.appendSymbolLayer(outline)
+        renderer.setUsingSymbolLevels(True)
     renderer.setSourceSymbol(symbol)
     ramp = QgsStyle.defaultStyle().colorRamp("Viridis")
     if ramp is not None:

@@ -74,6 +74,22 @@ def test_output_layer_gets_graduated_style_saved(fake_engine, regions_gpkg, tmp_
     layer = QgsVectorLayer(result["OUTPUT"], "styled", "ogr")
     assert layer.renderer().type() == "graduatedSymbol"  # the default style in the GeoPackage
     assert layer.renderer().classAttribute() == "pred_crime"
+    # Every class's symbol ends in an outline drawn only for the extrapolated regions (the fake
+    # engine flags the ids divisible by 5).
+    from qgis.core import QgsExpressionContext, QgsExpressionContextUtils, QgsSymbolLayer
+
+    context = QgsExpressionContext()
+    context.appendScope(QgsExpressionContextUtils.layerScope(layer))
+    for class_range in layer.renderer().ranges():
+        symbol = class_range.symbol()
+        outline = symbol.symbolLayer(symbol.symbolLayerCount() - 1)
+        assert outline.layerType() == "SimpleLine" and outline.color().red() > 200
+        enabled = outline.dataDefinedProperties().property(QgsSymbolLayer.PropertyLayerEnabled)
+        outlined = {}
+        for feature in layer.getFeatures():
+            context.setFeature(feature)
+            outlined[feature["region_id"]] = enabled.valueAsBool(context, True)[0]
+        assert outlined == {i: i % 5 == 0 for i in outlined} and any(outlined.values())
     argv = fake_engine.record()["argv"]
     job = json.loads(Path(argv[argv.index("--job") + 1]).read_text())
     assert "srel" not in job  # the default SREL trip loss: nothing overridden

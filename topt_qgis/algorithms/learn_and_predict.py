@@ -26,21 +26,23 @@ from .base import ToptAlgorithm, copy_folder, engine_output, opened_file_layer, 
 
 
 class GraduatedStyle(QgsProcessingLayerPostProcessorInterface):
-    """Gives the output layer a graduated style on its first prediction field once loaded."""
+    """Gives the output layer a graduated style on its first prediction field once loaded, with
+    the extrapolated predictions outlined."""
 
     keep_alive: list[GraduatedStyle] = []  # Processing holds a raw pointer; Python must keep it
 
-    def __init__(self, field_name: str) -> None:
+    def __init__(self, field_name: str, flag_field: str | None = None) -> None:
         super().__init__()
         self.field_name = field_name
+        self.flag_field = flag_field
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
         if isinstance(layer, QgsVectorLayer):
-            writeback.apply_graduated_style(layer, self.field_name)
+            writeback.apply_graduated_style(layer, self.field_name, flag_field=self.flag_field)
 
     @classmethod
-    def create(cls, field_name: str) -> GraduatedStyle:
-        made = cls(field_name)
+    def create(cls, field_name: str, flag_field: str | None = None) -> GraduatedStyle:
+        made = cls(field_name, flag_field)
         cls.keep_alive = [*cls.keep_alive[-15:], made]
         return made
 
@@ -57,7 +59,8 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
         "Outputs: a new layer with the region fields plus emb_000... (the embedding), "
         "pred_[target], fold_[target] and ext_[target] (1: the region's data lie beyond every "
         "training region's, 2: its prediction lies outside the training labels' range, 3: both; "
-        "such predictions are extrapolations, to read with care); the trained model folder (with "
+        "such predictions are extrapolations, to read with care; the output's style outlines "
+        "them in dashed red); the trained model folder (with "
         "metrics.json); and an "
         "HTML report of the evaluation. With 'Write the new fields into the region layer' the "
         "fields are also added to the region layer itself, matched by region id.\n\n"
@@ -116,10 +119,10 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
         outputs: dict[str, Any] = {
             "OUTPUT": output_path,
             "FIELD_NAMES": ", ".join(f"{k}->{v}" for k, v in report.renamed().items())}
-        prediction = next((v for k, v in report.field_names.items() if k.startswith("pred_")),
-                          None)
+        prediction = next((k for k in report.field_names if k.startswith("pred_")), None)
         if prediction:
-            self._style_output(output_path, prediction, context)
+            flag = report.field_names.get("ext_" + prediction[len("pred_"):])
+            self._style_output(output_path, report.field_names[prediction], context, flag)
 
         model_target = self.parameterAsString(parameters, "MODEL_OUTPUT", context)
         model_dir = result.outputs.get("model") or work_dir / "engine-output" / "model"
@@ -153,14 +156,19 @@ class LearnAndPredictAlgorithm(ToptAlgorithm):
             return project.mapLayer(layer_id)
         return None if sip.isdeleted(layer) else layer
 
-    def _style_output(self, output_path: str, field_name: str, context) -> None:
+    def _style_output(self, output_path: str, field_name: str, context,
+                      flag_field: str | None = None) -> None:
         with opened_file_layer(output_path, "output") as layer:
-            if layer.isValid() and writeback.apply_graduated_style(layer, field_name):
+            if layer.isValid() and writeback.apply_graduated_style(layer, field_name,
+                                                                   flag_field=flag_field):
                 if output_path.lower().endswith(".gpkg"):
-                    layer.saveStyleToDatabase("topt", "graduated on " + field_name, True, "")
+                    about = "graduated on " + field_name
+                    if flag_field:
+                        about += f"; dashed red outline: extrapolated ({flag_field} > 0)"
+                    layer.saveStyleToDatabase("topt", about, True, "")
         if context.willLoadLayerOnCompletion(output_path):
             details = context.layerToLoadOnCompletionDetails(output_path)
-            details.setPostProcessor(GraduatedStyle.create(field_name))
+            details.setPostProcessor(GraduatedStyle.create(field_name, flag_field))
 
     def postProcessAlgorithm(self, context, feedback):
         """Writes the fields into the region layer on the main thread, after a successful run."""
