@@ -36,6 +36,10 @@ class RealPlace:
     name_field: str | None
     fields: tuple[str, ...]  # the numeric fields of the view (the raw features)
     targets: tuple[str, ...]
+    # (csv file, its key, the layer's key): attributes kept beside the polygons, joined by key
+    table: tuple[str, str, str] | None = None
+    # (name, numerator, denominator): a ratio field made as a user would with the field calculator
+    ratios: tuple[tuple[str, str, str], ...] = ()
 
 
 REAL_PLACES = (
@@ -52,10 +56,20 @@ REAL_PLACES = (
               "and count) from resource deprivation, police expenditure and population "
               "(Messner et al., 1999)", "stl_hom.shp", "EPSG:4326", "FIPSNO", "NAME",
               ("RDAC90", "PE87", "PO8893"), ("HR8893", "HC8893")),
+    RealPlace("tokyo", "262 municipalities of the Tokyo metropolitan area, 1990: deaths at "
+              "working age (25-64; the count, and the standardised mortality ratio, observed "
+              "over expected deaths) from the expected deaths, the shares of professional "
+              "workers, owned houses and the elderly, and unemployment (the geographically "
+              "weighted Poisson regression of Nakaya, Fotheringham, Brunsdon and Charlton, "
+              "2005)", "tokyomet262.shp", "EPSG:30166", "GEOCODE", "AREANAME",
+              ("eb2564", "OCC_TEC", "OWNH", "POP65", "UNEMP"), ("db2564", "SMR2564"),
+              table=("Tokyomortality.csv", "IDnum0", "AreaID"),
+              ratios=(("SMR2564", "db2564", "eb2564"),)),
 )
 CRS_NOTE = ("Georgia's file is in UTM zone 16N (its Latitude / Longitud fields agree to 0.01 "
-            "degrees); the other two files are longitudes and latitudes, read as WGS 84 (their "
-            "datum moves a county by tens of metres at most).")
+            "degrees); North Carolina's and St. Louis's are longitudes and latitudes, read as "
+            "WGS 84 (their datum moves a county by tens of metres at most); Tokyo's carries its "
+            "own .prj (Japan Plane Rectangular zone IX, Tokyo datum).")
 
 
 def place_layer(place: RealPlace, folder: Path) -> Path:
@@ -64,6 +78,14 @@ def place_layer(place: RealPlace, folder: Path) -> Path:
     from libpysal.examples import get_path
 
     frame = gpd.read_file(get_path(place.file)).set_crs(place.crs, allow_override=True)
+    if place.table:
+        import pandas as pd
+
+        file, key, layer_key = place.table
+        table = pd.read_csv(get_path(file))
+        frame = frame.merge(table, left_on=layer_key, right_on=key, how="left", validate="1:1")
+    for name, numerator, denominator in place.ratios:
+        frame[name] = frame[numerator] / frame[denominator]
     path = Path(folder) / f"{place.name}.gpkg"
     frame.to_file(path, layer=place.name, driver="GPKG")
     return path

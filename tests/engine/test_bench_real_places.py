@@ -15,7 +15,8 @@ from bench.report import real_places_goal_row, real_places_section  # noqa: E402
 # puts the centroids somewhere else (UTM 17N instead of 16N moves Georgia by 6 degrees).
 BOUNDS = {"georgia": ((-85.7, -80.8), (30.3, 35.1)),
           "north_carolina": ((-84.4, -75.4), (33.8, 36.7)),
-          "st_louis": ((-92.8, -87.8), (36.8, 40.4))}
+          "st_louis": ((-92.8, -87.8), (36.8, 40.4)),
+          "tokyo": ((138.9, 140.6), (35.0, 36.4))}
 
 
 @pytest.mark.parametrize("place", REAL_PLACES, ids=lambda p: p.name)
@@ -24,7 +25,8 @@ def test_each_place_reads_as_a_region_layer_where_it_is(place, tmp_path):
     assert set(place.targets) <= set(dataset.targets)
     for target in place.targets:
         assert np.isfinite(dataset.targets[target]).sum() == dataset.n_regions
-    assert dataset.n_regions == {"georgia": 159, "north_carolina": 100, "st_louis": 78}[place.name]
+    assert dataset.n_regions == {"georgia": 159, "north_carolina": 100, "st_louis": 78,
+                                 "tokyo": 262}[place.name]
     # The view holds the fields and never a target.
     columns = [c for view in dataset.views.values() for c in view.columns]
     assert set(columns) == set(place.fields)
@@ -70,3 +72,17 @@ def test_the_section_lists_every_row_and_counts_them():
     assert "| georgia | PctBach | shuffled |" in text and "+0.0500" in text
     assert "below on 1, clearly below on 1, clearly above on 1" in text
     assert real_places_section(None) == []
+
+
+def test_tokyos_table_joins_each_municipality_to_its_own_row(tmp_path):
+    """The mortality table travels beside the polygons; its centroid columns must be the
+    polygons' own centroids (a join on the wrong key would move them by kilometres)."""
+    import geopandas as gpd
+
+    from bench.real_places import place_layer
+
+    tokyo = next(p for p in REAL_PLACES if p.name == "tokyo")
+    frame = gpd.read_file(place_layer(tokyo, tmp_path))
+    centroids = frame.geometry.centroid
+    assert np.hypot(centroids.x - frame["X_CENTROID"], centroids.y - frame["Y_CENTROID"]).max() < 1
+    assert np.allclose(frame["SMR2564"], frame["db2564"] / frame["eb2564"])
