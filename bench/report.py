@@ -31,8 +31,8 @@ What is measured:
    **paper protocol** chooses on the test fold, as the released code of the method does: its
    figures are OPTIMISTIC and only there to compare with published numbers.
    Beside it, the default against the bar on **real places outside the repository** (PySAL's
-   bundled county datasets of Georgia, North Carolina and St. Louis, their fields as the view),
-   on which no setting was chosen.
+   bundled datasets: the counties of Georgia, North Carolina and St. Louis, and Tokyo's
+   municipalities; their fields as the view), on which no setting was chosen.
 2. **Speed and memory** on the seeded synthetic city (`engine.data.synthetic`) as N grows, each
    size in a fresh process (its peak resident memory, VmHWM, is its own). Nothing is
    extrapolated: each figure is what ran, with the epochs that ran.

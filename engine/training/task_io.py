@@ -42,7 +42,8 @@ def save_task_model(fitted, folder: Path) -> Path:
     (folder / CONFIG).write_text(json.dumps({
         "format": "topt-task", "version": 1, "weights": fitted.weights,
         "clip_negative": fitted.clip_negative, "protocol": fitted.protocol,
-        "extrapolation_guard": ({"anchor": fitted.anchor, "label_max": fitted.label_max}
+        "extrapolation_guard": ({"anchor": fitted.anchor, "label_max": fitted.label_max,
+                                 "label_min": fitted.label_min}
                                 if fitted.anchor is not None else None),
         "reach": reach, "predictors": predictors, "describe": fitted.describe()}, indent=2), encoding="utf-8")
     return folder

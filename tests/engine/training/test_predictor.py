@@ -298,3 +298,28 @@ def test_a_log_target_candidate_predicts_at_most_the_largest_training_label():
     loo = np.log1p(np.array([100.0, 100.0, 100.0, 100.0]))
     assert np.allclose(candidate_inverse(loo, "log1p", y_train, leave_one_out=True),
                        [63.0, 63.0, 20.0, 63.0])
+
+
+def test_a_blend_beyond_the_training_labels_is_held_inside_them_unless_the_anchor_goes_there():
+    """The guard's two halves: the anchor's prediction where it exceeds the largest label; else
+    the blend clipped into [smallest, largest] label (a wide kernel ridge can run on beyond the
+    data like a polynomial: Tokyo's mortality ratio, docs/quality-notes.md)."""
+    from engine.training.predictor import FittedTask
+
+    blend = np.array([5.0, 12.0, -3.0, 14.0])  # inside, above, below, above
+    anchor = np.array([4.0, 9.0, 1.0, 11.0])  # the last one above the largest label too
+    fitted = FittedTask(weights={"blend": 1.0}, scores={}, blend_score={}, chosen={},
+                        protocol="clean", clip_negative=False, anchor="anchor", label_max=10.0,
+                        label_min=0.0, _predictors={"blend": lambda i: blend[i],
+                                                    "anchor": lambda i: anchor[i]})
+    assert np.allclose(fitted.predict(np.arange(4)), [5.0, 10.0, 0.0, 11.0])
+    # A prediction held under the largest label is still flagged as one that wanted to leave
+    # the range; one held at the smallest is not (a count's blend a little under 0 is common).
+    from engine.training.predictor import PREDICTION_BEYOND, TrainingReach
+
+    fitted.reach = TrainingReach("raw", np.zeros(1), np.zeros((0, 1)), np.zeros(0), 1.0, 10,
+                                 np.inf, 0.0, 10.0, np.zeros((4, 1)))
+    assert list(fitted.extrapolated(np.arange(4))) == [0, PREDICTION_BEYOND, 0,
+                                                       PREDICTION_BEYOND]
+    fitted.label_min = None  # a model saved before the lower bound existed
+    assert np.allclose(fitted.predict(np.arange(4)), [5.0, 10.0, -3.0, 11.0])
