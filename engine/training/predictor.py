@@ -19,8 +19,9 @@ Clean protocol (default), inside the training regions alone:
    every result is shown beside), or the best single candidate when there are no raw features;
 4. the final blend is lambda * stack + (1 - lambda) * anchor, lambda in {0, 0.1, ..., 1} chosen
    by an inner K-fold over the stacking step (weights fitted on K-1 parts of the leave-one-out
-   predictions, scored on the last). lambda = 0 (the anchor alone) unless the cross-validated
-   stack beats the anchor: with ~160 regions a free stack is noisy, and this shrinkage is what
+   predictions, scored on the last by their mean absolute error, so that a few noisy regions
+   cannot decide it alone). lambda = 0 (the anchor alone) unless the cross-validated stack
+   beats the anchor: with ~160 regions a free stack is noisy, and this shrinkage is what
    keeps the default from falling below the baseline when the other inputs add nothing;
 5. the extrapolation guard: beyond the training labels' range only the anchor goes. A region
    for which the anchor predicts more than the largest training label gets the anchor's
@@ -96,6 +97,9 @@ class PredictorConfig:
     combine: str = "shrink"  # "shrink": stack shrunk toward the anchor; "stack"; "best": one
     stack_folds: int = 10  # K-fold over the stacking step that chooses the shrinkage lambda
     shrink_steps: int = 11  # lambda grid: linspace(0, 1, shrink_steps)
+    # The error lambda minimises over the stacking step's folds: "squared" (the mean squared
+    # error) or "absolute" (the mean absolute error: a few noisy regions cannot decide alone)
+    shrink_loss: str = "absolute"
     anchor: str = "ridge[raw|raw]"  # the candidate the stack shrinks toward (RidgeCV on raw)
     kernel_ridge: bool = True  # RBF kernel-ridge candidates on the robust features
     kernel_max_regions: int = 1000  # no kernel ridge above this many labelled regions (O(n^3))
@@ -725,15 +729,17 @@ def _anchor_index(predictions: np.ndarray, y: np.ndarray, names: list[str],
 
 
 def shrunk_stack_weights(predictions: np.ndarray, y: np.ndarray, anchor: int, *,
-                         folds: int = 10, steps: int = 11, seed: int = 0
-                         ) -> tuple[np.ndarray, float]:
+                         folds: int = 10, steps: int = 11, seed: int = 0,
+                         loss: str = "squared") -> tuple[np.ndarray, float]:
     """lambda * stack + (1 - lambda) * anchor, lambda chosen by K-fold over the stacking step.
 
     predictions: (n, C) out-of-sample (leave-one-out) predictions of the candidates. The stack's
     own out-of-fold predictions come from convex weights fitted on the other K-1 parts; lambda
-    minimises their blend's squared error with the anchor's. Ties go to the smaller lambda.
-    Returns (weights (C,), lambda).
+    minimises their blend's error with the anchor's, squared or absolute (`loss`). Ties go to
+    the smaller lambda. Returns (weights (C,), lambda).
     """
+    if loss not in ("squared", "absolute"):
+        raise ValueError(f"unknown shrink loss {loss!r}")
     n = len(y)
     stacked = np.zeros(n)
     for inner_train, inner_test in kfold_splits(np.arange(n), min(folds, n), shuffle=True,
@@ -742,7 +748,9 @@ def shrunk_stack_weights(predictions: np.ndarray, y: np.ndarray, anchor: int, *,
                                                                        y[inner_train])
     lambdas = np.linspace(0.0, 1.0, steps)
     base = predictions[:, anchor]
-    errors = [float(((lam * stacked + (1 - lam) * base - y) ** 2).mean()) for lam in lambdas]
+    power = 2 if loss == "squared" else 1
+    errors = [float((np.abs(lam * stacked + (1 - lam) * base - y) ** power).mean())
+              for lam in lambdas]
     lam = float(lambdas[int(np.argmin(errors))])  # argmin: the first (smallest) on ties
     weights = lam * convex_weights(predictions, y)
     weights[anchor] += 1.0 - lam
@@ -763,7 +771,8 @@ def _weights(predictions: np.ndarray, y: np.ndarray, config: PredictorConfig, na
     if config.combine == "shrink" and not paper:
         anchor = _anchor_index(predictions, y, names, config)
         weights, lam = shrunk_stack_weights(predictions, y, anchor, folds=config.stack_folds,
-                                            steps=config.shrink_steps, seed=seed)
+                                            steps=config.shrink_steps, seed=seed,
+                                            loss=config.shrink_loss)
     else:
         weights = convex_weights(predictions, y)
     weights[weights < config.min_weight] = 0.0

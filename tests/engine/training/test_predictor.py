@@ -116,6 +116,24 @@ def test_shrinkage_moves_to_the_stack_when_it_is_clearly_better():
     assert lam >= 0.8 and weights[1] > 0.7
 
 
+def test_the_shrinkage_is_not_decided_by_a_few_noisy_regions():
+    """A candidate that is worse on 157 regions and right about 3 wild ones: the squared error
+    hands it the blend, the absolute error (the default) keeps the anchor; both move to a
+    candidate that is better everywhere."""
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=160)
+    y[:3] += 12.0  # three regions far off (small-number noise in a rate, say)
+    anchor = np.where(np.arange(160) < 3, 0.0, y + rng.normal(0, 0.4, 160))
+    lucky = np.where(np.arange(160) < 3, y, y + rng.normal(0, 1.5, 160))
+    predictions = np.column_stack([anchor, lucky])
+    _, squared = shrunk_stack_weights(predictions, y, 0, loss="squared")
+    _, absolute = shrunk_stack_weights(predictions, y, 0, loss="absolute")
+    assert squared >= 0.7 and absolute <= 0.3
+    better = np.column_stack([anchor, y + rng.normal(0, 0.1, 160)])
+    assert shrunk_stack_weights(better, y, 0, loss="absolute")[1] >= 0.8
+    assert PredictorConfig().shrink_loss == "absolute"
+
+
 def test_ridge_leave_one_out_predictions_are_exact(city):
     """The stacking reads each Ridge candidate's closed-form leave-one-out predictions: they must
     be what refitting without the region gives (same penalty)."""
