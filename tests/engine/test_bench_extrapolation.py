@@ -23,3 +23,16 @@ def test_the_study_counts_the_flags_each_fold_model_gave_its_held_out_regions():
     lines = table(rows).splitlines()
     assert len(lines) == 3 and lines[2].startswith("| 77-region synthetic cities | 6 |")
     assert f"| {sum(r['evaluated'] for r in rows):,} |" in lines[2]
+
+
+def test_the_benchmark_section_shows_the_table_or_nothing():
+    from bench.report import extrapolation_flags_section
+
+    rows = [{"place": "manhattan", "target": "crime", "shuffled": False, "evaluated": 180,
+             "r2": 0.77, "flagged": 2, "inputs_beyond": 1, "prediction_beyond": 1,
+             "error_share": 0.1}]
+    text = "\n".join(extrapolation_flags_section(
+        {"rows": rows, "environment": {"date": "2026-12-07", "git_commit": "abc"}}))
+    assert "### Which predictions the extrapolation flag marks" in text
+    assert "| Manhattan | 1 | 180 | 2 (1.1%) | 10.0% | 0 |" in text
+    assert extrapolation_flags_section(None) == [] and extrapolation_flags_section({}) == []
