@@ -68,10 +68,9 @@ def run_predict(dataset, job: dict, opts: dict, device: str, out_dir: Path,
         saved = load_task_model(model_dir / "tasks" / target)
         inputs = TaskInputs(embeddings, semantic.get(target), features, dataset.targets[target])
         fitted = load_fitted_task(saved, inputs, device=device)
-        every = np.arange(dataset.n_regions)
-        predictions[target] = fitted.predict(every)
+        predictions[target], flags = fitted.predict_flagged(np.arange(dataset.n_regions))
         if fitted.reach is not None:  # models saved before the reach existed have none
-            extrapolated[target] = fitted.extrapolated(every, predictions[target])
+            extrapolated[target] = flags
     id_field = output_id_field(job, manifest.get("id_field") or "region_id")
     with staged_output(out_dir, opts["overwrite"], ["regions.gpkg", "regions.csv"]) as stage:
         regions = write_regions(stage / "regions.gpkg", dataset,

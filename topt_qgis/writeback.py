@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qgis.core import (
+    QgsExpression,
     QgsFeature,
     QgsFeatureRequest,
     QgsFeatureSink,
@@ -376,7 +377,7 @@ def apply_graduated_style(layer: QgsVectorLayer, field_name: str, classes: int =
         outline.setPenStyle(Qt.DashLine)
         outline.setLocked(True)  # the colour ramp recolours every unlocked layer of a class
         outline.setRenderingPass(1)  # drawn after every fill, so no neighbour covers it
-        expression = f'coalesce("{flag_field.replace(chr(34), chr(34) * 2)}", 0) > 0'
+        expression = f"coalesce({QgsExpression.quotedColumnRef(flag_field)}, 0) > 0"
         outline.setDataDefinedProperty(QgsSymbolLayer.PropertyLayerEnabled,
                                        QgsProperty.fromExpression(expression))
         symbol.appendSymbolLayer(outline)

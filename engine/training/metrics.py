@@ -153,7 +153,7 @@ def extrapolation_summary(y: np.ndarray, predictions: np.ndarray, flags: np.ndar
     flagged = flags > 0
     errors = np.where(evaluated, (np.asarray(predictions) - np.asarray(y)) ** 2, 0.0)
     total = float(errors.sum())
-    ids = [_plain_id(region_ids[i]) for i in np.flatnonzero(flagged)[:listed]]
+    ids = np.asarray(region_ids)[flagged][:listed].tolist()  # Python scalars, as JSON writes
     return {"regions": int(flagged.sum()), "inputs_beyond": int(((flags & 1) > 0).sum()),
             "prediction_beyond": int(((flags & 2) > 0).sum()),
             "evaluated": int((flagged & evaluated).sum()),
@@ -170,8 +170,3 @@ def extrapolation_text(summary: dict, regions: int) -> str:
         text += (f"; the {summary['evaluated']} held out in a fold hold "
                  f"{summary['error_share']:.0%} of the cross-validated squared error")
     return text
-
-
-def _plain_id(value) -> str | int | float:
-    """A region id as JSON writes it (numpy scalars become Python ones)."""
-    return value.item() if hasattr(value, "item") else value

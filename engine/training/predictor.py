@@ -593,31 +593,34 @@ class FittedTask:
         return total
 
     def predict(self, index: np.ndarray) -> np.ndarray:
+        return self.predict_flagged(index)[0]
+
+    def extrapolated(self, index: np.ndarray) -> np.ndarray:
+        """(m,) int8 flags of `predict_flagged` alone."""
+        return self.predict_flagged(index)[1]
+
+    def predict_flagged(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((m,) predictions, (m,) int8 flags of `TrainingReach.flags`; 0 without a reach).
+
+        A blend that the guard held under the largest training label counts as beyond it: the
+        model wanted to extrapolate there. (Below the range only the final prediction counts:
+        a count's blend a little under 0 is no news.)"""
         index = np.asarray(index, dtype=np.int64)
-        total = self._blend(index)
+        blend = self._blend(index)
+        total = blend
         if self.anchor is not None and self.label_max is not None and len(index):
             anchored = self._predictors[self.anchor](index)  # (n,)
             beyond = anchored > self.label_max
             low = -np.inf if self.label_min is None else self.label_min
-            total = np.where(beyond, anchored, np.clip(total, low, self.label_max))
-        return np.maximum(total, 0.0) if self.clip_negative else total
-
-    def extrapolated(self, index: np.ndarray, predictions: np.ndarray | None = None
-                     ) -> np.ndarray:
-        """(m,) int8 flags of `TrainingReach.flags` for the regions `index` (0 without a
-        reach). `predictions`: this model's predictions of them, when already computed. A
-        blend that the guard held under the largest training label counts as beyond it: the
-        model wanted to extrapolate there. (Below the range only the final prediction counts:
-        a count's blend a little under 0 is no news.)"""
-        index = np.asarray(index, dtype=np.int64)
+            total = np.where(beyond, anchored, np.clip(blend, low, self.label_max))
+        if self.clip_negative:
+            total = np.maximum(total, 0.0)
         if self.reach is None:
-            return np.zeros(len(index), dtype=np.int8)
-        flags = self.reach.flags(index, self.predict(index) if predictions is None
-                                 else predictions)
+            return total, np.zeros(len(index), dtype=np.int8)
+        flags = self.reach.flags(index, total)
         if self.anchor is not None and len(index):
-            blend = self._blend(index)
             flags[blend > self.reach.label_max] |= PREDICTION_BEYOND
-        return flags
+        return total, flags
 
     def describe(self) -> dict[str, Any]:
         best = max(self.scores, key=lambda k: self.scores[k]["r2"]) if self.scores else None
@@ -840,8 +843,7 @@ def evaluate_task(inputs: TaskInputs, *, folds: int = 10, shuffle: bool = False,
     def fit_predict(_inputs, y_visible, train_index, predict_index, *, selection_index=None):
         fitted = base(_inputs, y_visible, train_index, predict_index,
                       selection_index=selection_index)
-        predicted = fitted.predict(predict_index)
-        extrapolated[predict_index] = fitted.extrapolated(predict_index, predicted)
+        predicted, extrapolated[predict_index] = fitted.predict_flagged(predict_index)
         done[0] += 1
         if progress is not None:
             progress(done[0] / (len(splits) + 1), f"fold {done[0]}/{len(splits)}")
@@ -854,9 +856,8 @@ def evaluate_task(inputs: TaskInputs, *, folds: int = 10, shuffle: bool = False,
     final = fit_task(inputs, labelled, protocol="clean", seed=seed, config=config, device=device)
     unlabelled = np.flatnonzero(~np.isfinite(y))
     if len(unlabelled):
-        pooled.predictions[unlabelled] = final.predict(unlabelled)
-        extrapolated[unlabelled] = final.extrapolated(unlabelled,
-                                                      pooled.predictions[unlabelled])
+        pooled.predictions[unlabelled], extrapolated[unlabelled] = final.predict_flagged(
+            unlabelled)
     if progress is not None:
         progress(1.0, "final model")
     pooled.label = PROTOCOL_LABELS[protocol]

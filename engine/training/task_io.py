@@ -29,15 +29,8 @@ def save_task_model(fitted, folder: Path) -> Path:
     for name, predictor in fitted._predictors.items():
         if not hasattr(predictor, "state"):
             raise ValueError(f"the predictor {name} cannot be saved")
-        state_arrays, meta = predictor.state()
-        for key, value in state_arrays.items():
-            arrays[f"{name}/{key}"] = np.ascontiguousarray(value)
-        predictors[name] = meta
-    reach = None
-    if fitted.reach is not None:
-        reach_arrays, reach = fitted.reach.state()
-        for key, value in reach_arrays.items():
-            arrays[f"{REACH}/{key}"] = np.ascontiguousarray(value)
+        predictors[name] = _put(arrays, name, predictor.state())
+    reach = _put(arrays, REACH, fitted.reach.state()) if fitted.reach is not None else None
     save_file(arrays, str(folder / WEIGHTS))
     (folder / CONFIG).write_text(json.dumps({
         "format": "topt-task", "version": 1, "weights": fitted.weights,
@@ -45,8 +38,22 @@ def save_task_model(fitted, folder: Path) -> Path:
         "extrapolation_guard": ({"anchor": fitted.anchor, "label_max": fitted.label_max,
                                  "label_min": fitted.label_min}
                                 if fitted.anchor is not None else None),
-        "reach": reach, "predictors": predictors, "describe": fitted.describe()}, indent=2), encoding="utf-8")
+        "reach": reach, "predictors": predictors, "describe": fitted.describe()}, indent=2),
+        encoding="utf-8")
     return folder
+
+
+def _put(arrays: dict[str, np.ndarray], prefix: str, state: tuple[dict, dict]) -> dict:
+    """Adds a `state()`'s arrays to `arrays` under `prefix/`; returns its JSON part."""
+    state_arrays, meta = state
+    for key, value in state_arrays.items():
+        arrays[f"{prefix}/{key}"] = np.ascontiguousarray(value)
+    return meta
+
+
+def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays saved under `prefix/`, by their own names."""
+    return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(f"{prefix}/")}
 
 
 def load_task_model(folder: Path) -> dict:
@@ -68,14 +75,8 @@ def load_task_model(folder: Path) -> dict:
                          hint="Pass the model/ folder written by `train`.")
     predictors = {}
     for name, predictor_meta in meta["predictors"].items():
-        prefix = f"{name}/"
-        predictors[name] = ({k[len(prefix):]: v for k, v in arrays.items()
-                             if k.startswith(prefix)}, predictor_meta)
-    reach = None
-    if meta.get("reach"):
-        prefix = f"{REACH}/"
-        reach = ({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
-                 meta["reach"])
+        predictors[name] = (_under(arrays, name), predictor_meta)
+    reach = (_under(arrays, REACH), meta["reach"]) if meta.get("reach") else None
     return {"weights": meta["weights"], "clip_negative": meta["clip_negative"],
             "extrapolation_guard": meta.get("extrapolation_guard"), "reach": reach,
             "predictors": predictors}
