@@ -66,6 +66,21 @@ def centred_svd(X: np.ndarray) -> CentredSVD:
     return x_mean, u, s, vt
 
 
+def own_out_residuals(residuals: np.ndarray) -> np.ndarray:
+    """(n,) each region's leave-one-out residual at the grid point (penalty, width...) that the
+    other regions' leave-one-out errors choose: residuals (G, n), one row per grid point.
+
+    The grid point minimising the leave-one-out error of all n regions has seen each region's
+    own error, and a grid of many points flatters a flexible model by that choice. Leaving the
+    region's own error out of the choice makes its prediction out of sample in the choice too
+    (the others' residuals still come from fits that include it: a close, cheap version of a
+    nested leave-one-out, with no refit)."""
+    squared = residuals**2  # (G, n)
+    others = squared.sum(axis=1, keepdims=True) - squared  # (G, n) error without region i
+    choice = np.argmin(others, axis=0)  # (n,) the first on ties
+    return residuals[choice, np.arange(residuals.shape[1])]
+
+
 @dataclass
 class LeaveOneOutRidge:
     """Ridge with intercept; penalty chosen by exact leave-one-out over `alphas` (one SVD).
@@ -80,6 +95,9 @@ class LeaveOneOutRidge:
     coef_: np.ndarray | None = None  # (F,)
     intercept_: float = 0.0
     loo_predictions_: np.ndarray | None = None  # (n,) leave-one-out predictions at alpha_
+    # (n,) each region's leave-one-out prediction at the penalty the other regions' leave-one-
+    # out errors choose (`own_out_residuals`): out of sample in the penalty's choice too
+    own_out_predictions_: np.ndarray | None = None
     loo_mse_: np.ndarray | None = None  # (len(alphas),) leave-one-out MSE per penalty
     _solution: tuple | None = field(default=None, repr=False)  # centred SVD, kept for use_alpha
 
@@ -94,17 +112,16 @@ class LeaveOneOutRidge:
         uty = u.T @ (y - y_mean)  # (r,)
         s2 = s**2
         u2 = u**2  # (n, r)
-        mse, loo = [], []
-        for alpha in self.alphas:
+        residuals = np.empty((len(self.alphas), n))  # (A, n) leave-one-out, per penalty
+        for a, alpha in enumerate(self.alphas):
             d = s2 / (s2 + alpha)  # (r,)
             fitted = y_mean + u @ (d * uty)
             leverage = u2 @ d + 1.0 / n
-            residual = (y - fitted) / np.maximum(1.0 - leverage, 1e-12)
-            mse.append(float((residual**2).mean()))
-            loo.append(y - residual)
-        best = int(np.argmin(mse))
-        self.loo_mse_ = np.asarray(mse)
-        self.loo_predictions_ = loo[best]
+            residuals[a] = (y - fitted) / np.maximum(1.0 - leverage, 1e-12)
+        self.loo_mse_ = (residuals**2).mean(axis=1)
+        best = int(np.argmin(self.loo_mse_))
+        self.loo_predictions_ = y - residuals[best]
+        self.own_out_predictions_ = y - own_out_residuals(residuals)
         self._solution = (x_mean, y_mean, s, vt, uty)
         return self.use_alpha(float(self.alphas[best]))
 

@@ -12,7 +12,9 @@ For one target, a set of candidate predictors is built from what the task has:
 Clean protocol (default), inside the training regions alone:
 
 1. every Ridge and kernel-ridge candidate gives its exact leave-one-out predictions from one
-   decomposition (no refit); other candidates give inner K-fold out-of-fold predictions;
+   decomposition (no refit), each region's at the penalty (and width) that the other regions'
+   leave-one-out errors choose: chosen with its own error, a flexible candidate's 80-point grid
+   flatters it; other candidates give inner K-fold out-of-fold predictions;
 2. the stack: non-negative weights summing to 1 minimising the squared error of those
    predictions (Breiman 1996);
 3. the anchor: the literature's RidgeCV on the raw features (`ridge[raw|raw]`, the baseline
@@ -61,6 +63,7 @@ from engine.training.baselines import (
     centred_svd,
     forward_target,
     inverse_target,
+    own_out_residuals,
 )
 from engine.training.cv import (
     LITERATURE_SEED,
@@ -310,7 +313,7 @@ def _ridge_candidate(name: str, X: np.ndarray, transform: str, alphas: np.ndarra
         candidate.info = {"alpha": model.alpha_}
         predictor = RidgePredict(block, transform, model.coef_, model.intercept_, model.alpha_,
                                  float(np.max(y_train)), X)
-        return predictor, candidate_inverse(model.loo_predictions_, transform, y_train,
+        return predictor, candidate_inverse(model.own_out_predictions_, transform, y_train,
                                             leave_one_out=True)
 
     candidate.fit = lambda train, y: fit_loo(train, y)[0]
@@ -390,7 +393,9 @@ def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[fl
 
     With the centred training kernel Kc = Q diag(l) Q^T and d_a = l / (l + a), the fitted values
     are mean(y) + Q (d_a * Q^T yc), the leverages h_i = sum_k Q_ik^2 d_ak + 1/n and the
-    leave-one-out residuals (y_i - fitted_i) / (1 - h_i), as for linear Ridge.
+    leave-one-out residuals (y_i - fitted_i) / (1 - h_i), as for linear Ridge. The fit keeps
+    the grid point with the least leave-one-out error; the stack reads each region's residual
+    at the point the other regions choose (`own_out_residuals`).
     """
     block = name[len("kernel["):].split("|")[0]
     candidate = Candidate(name=name, fit=lambda train, y: None)
@@ -404,18 +409,21 @@ def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[fl
                                     lambda: _kernel_eigh(A, widths))
         n, y_mean = len(target), float(target.mean())
         centred_y = target - y_mean
-        best: tuple | None = None
-        for gamma, eigenvalues, Q, column_mean in decompositions:
+        grid, residuals = [], []  # (width, penalty) points; (G, n) leave-one-out residuals
+        for decomposition in decompositions:
+            eigenvalues, Q = decomposition[1], decomposition[2]
             qy, q2 = Q.T @ centred_y, Q**2
             for alpha in alphas:
                 d = eigenvalues / (eigenvalues + alpha)
                 fitted = y_mean + Q @ (d * qy)
-                residual = (target - fitted) / np.maximum(1.0 - (q2 @ d + 1.0 / n), 1e-12)
-                error = float((residual**2).mean())
-                if best is None or error < best[0]:
-                    dual = Q @ (qy / (eigenvalues + alpha))
-                    best = (error, target - residual, gamma, float(alpha), dual, column_mean)
-        _, loo, gamma, alpha, dual, column_mean = best
+                residuals.append((target - fitted)
+                                 / np.maximum(1.0 - (q2 @ d + 1.0 / n), 1e-12))
+                grid.append((decomposition, float(alpha)))
+        residuals = np.asarray(residuals)
+        (gamma, eigenvalues, Q, column_mean), alpha = grid[int(np.argmin(
+            (residuals**2).mean(axis=1)))]
+        dual = Q @ ((Q.T @ centred_y) / (eigenvalues + alpha))
+        loo = target - own_out_residuals(residuals)
         candidate.info = {"gamma": gamma, "alpha": alpha}
         predictor = KernelRidgePredict(block, transform, A.copy(), dual, column_mean, gamma,
                                        alpha, y_mean, float(np.max(y_train)), X)

@@ -34,6 +34,29 @@ def test_closed_form_leave_one_out_equals_refitting_without_each_region():
     assert np.allclose(model.predict(X), full.predict(X))
 
 
+def test_each_region_s_penalty_is_chosen_without_its_own_error():
+    """The leave-one-out prediction the stack reads for region i is at the penalty that the
+    other regions' leave-one-out errors choose (brute force: refits without each region)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(20, 30))
+    y = X[:, 0] + rng.normal(size=20)
+    y[3] += 15.0  # an outlier whose own error would sway the penalty's choice
+    alphas = np.array([0.3, 3.0, 30.0, 300.0])
+    model = LeaveOneOutRidge(alphas=alphas).fit(X, y)
+    loo = np.empty((len(alphas), 20))  # leave-one-out predictions by refitting
+    for a, alpha in enumerate(alphas):
+        for i in range(20):
+            keep = np.arange(20) != i
+            loo[a, i] = Ridge(alpha=alpha).fit(X[keep], y[keep]).predict(X[i:i + 1])[0]
+    errors = (loo - y) ** 2  # (A, n)
+    for i in range(20):
+        others = np.delete(errors, i, axis=1).sum(axis=1)
+        assert model.own_out_predictions_[i] == pytest.approx(loo[int(np.argmin(others)), i])
+    assert model.loo_predictions_ == pytest.approx(loo[int(np.argmin(errors.sum(axis=1)))])
+    moved = ~np.isclose(model.own_out_predictions_, model.loo_predictions_)
+    assert np.flatnonzero(moved).tolist() == [3]  # the outlier's own error chose its penalty
+
+
 def test_manhattan_readme_figures_are_reproduced(manhattan_benchmark):
     literature = literature_features(manhattan_benchmark)
     robust = robust_features(manhattan_benchmark)

@@ -136,7 +136,8 @@ def test_the_shrinkage_is_not_decided_by_a_few_noisy_regions():
 
 def test_ridge_leave_one_out_predictions_are_exact(city):
     """The stacking reads each Ridge candidate's closed-form leave-one-out predictions: they must
-    be what refitting without the region gives (same penalty)."""
+    be what refitting without the region gives (same penalty; which penalty each region gets is
+    `test_baselines.test_each_region_s_penalty_is_chosen_without_its_own_error`)."""
     from engine.training.predictor import build_candidates
 
     y = city.targets["crime"]
@@ -144,9 +145,10 @@ def test_ridge_leave_one_out_predictions_are_exact(city):
     train = np.arange(40)
     config = PredictorConfig(kernel_ridge=False)
     for candidate in build_candidates(inputs, config, non_negative=True):
-        _, loo = candidate.fit_loo(train, y)
+        candidate.fit_loo(train, y)  # its penalty, by leave-one-out
         fixed = PredictorConfig(alphas=(candidate.info["alpha"],), kernel_ridge=False)
         again = {c.name: c for c in build_candidates(inputs, fixed, non_negative=True)}
+        _, loo = again[candidate.name].fit_loo(train, y)  # at that penalty alone
         for i in (0, 17, 39):
             refit = again[candidate.name].fit(np.delete(train, i), y)(train[i:i + 1])[0]
             assert loo[i] == pytest.approx(refit, rel=1e-6, abs=1e-6), candidate.name
@@ -169,6 +171,27 @@ def test_kernel_ridge_leave_one_out_predictions_are_exact():
         width = gamma * float(np.median(d[d > 0]))  # the same gamma on the smaller set
         refit = _kernel_candidate("kernel[x|raw]", X, "raw", (width,), (0.1,)).fit(rest, y)
         assert loo[i] == pytest.approx(refit(train[i:i + 1])[0], rel=1e-6, abs=1e-8)
+
+
+def test_kernel_ridge_gives_each_region_the_grid_point_the_others_choose():
+    """The kernel's width and penalty, as read by the stack for region i, are chosen without
+    region i's own leave-one-out error (80 grid points flatter a flexible model otherwise)."""
+    from engine.training.predictor import _kernel_candidate
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 3))
+    y = np.sin(X[:, 0]) + 0.3 * rng.normal(size=40)
+    y[7] += 8.0  # an outlier: its own error would choose its grid point
+    train = np.arange(40)
+    widths, alphas = (0.25, 1.0, 4.0), (0.01, 0.1, 1.0)
+    _, loo = _kernel_candidate("kernel[x|raw]", X, "raw", widths, alphas).fit_loo(train, y)
+    single = np.array([_kernel_candidate("kernel[x|raw]", X, "raw", (w,), (a,))
+                       .fit_loo(train, y)[1] for w in widths for a in alphas])  # (9, 40)
+    errors = (single - y) ** 2
+    choice = [int(np.argmin(errors.sum(axis=1) - errors[:, i])) for i in range(40)]
+    assert loo == pytest.approx(single[choice, np.arange(40)])
+    overall = int(np.argmin(errors.sum(axis=1)))
+    assert [i for i in range(40) if choice[i] != overall] == [7]
 
 
 def test_candidates_share_one_decomposition_per_block_and_training_set(city, monkeypatch):
