@@ -92,6 +92,9 @@ def test_each_prediction_is_flagged_by_the_model_that_made_it(tmp_path):
     every = np.arange(81)
     assert np.array_equal(loaded.extrapolated(every), evaluation.final.extrapolated(every))
     assert loaded.reach.threshold == evaluation.final.reach.threshold
+    # the reach's components (n x F, the model's largest array) are kept in float32
+    saved = load_task_model(tmp_path / "model")["reach"][0]
+    assert saved["components"].dtype == np.float32
 
 
 def test_a_model_saved_before_the_reach_existed_still_predicts(tmp_path):
