@@ -163,6 +163,8 @@ def _task_runs(quality: dict) -> list[str]:
         run = json.loads(key)
         what = ("every row (`make bench-full`)" if run["mode"] == "full"
                 else "quick mode: " + (run.get("note") or "").replace("Quick mode: ", ""))
+        if run.get("run_note"):
+            what += f" ({run['run_note']})"
         lines.append(f"- **{', '.join(tasks)}**: {run['mode']} mode, seeds {run['seeds']}, "
                      f"measured {run['date']}, commit `{run['commit']}`{_run_machine(run)}; "
                      f"{what}")

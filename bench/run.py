@@ -134,6 +134,8 @@ def merge_quality(old: dict | None, new: dict) -> dict:
                "commit": env.get("git_commit"), "note": result.get("quick_note"),
                "cpu": env.get("cpu"), "cpu_count": env.get("cpu_count"),
                "language_model_dtype": result.get("language_model_dtype")}
+        if result.get("run_note"):  # --note: what else ran on the machine, say
+            run["run_note"] = result["run_note"]
         return {task: run for task in result["tasks"]}
 
     if old is None or not old.get("rows"):
@@ -424,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         quality = run_quality(data, settings, log=log)
         quality["environment"] = environment(args.device, before=before)
         quality["mode"] = "full" if full else "quick"
+        if args.note:
+            quality["run_note"] = args.note
         if not full:
             quality["quick_note"] = QUICK_NOTE
             if seeds or args.srel_ablations:

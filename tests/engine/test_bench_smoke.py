@@ -171,9 +171,12 @@ def test_a_full_run_of_some_tasks_replaces_only_their_rows_and_the_document_says
     assert merged["task_runs"]["income"]["mode"] == "quick"
     text = "\n".join(quality_section(merged))
     assert "**check_in**: full mode" in text and "**crime, income**: quick mode" in text
-    again = merge_quality(merged, result("full", ["crime"], 0.7, "2026-11-24T17:00"))
+    busy = result("full", ["crime"], 0.7, "2026-11-24T17:00") | {"run_note": "CI ran beside"}
+    again = merge_quality(merged, busy)  # `--note`: what else ran, kept with the task's run
     assert again["task_runs"]["check_in"]["date"] == "2026-11-24T16:00"
     assert again["task_runs"]["crime"]["mode"] == "full"
+    assert "**crime**: full mode" in "\n".join(quality_section(again))
+    assert "every row (`make bench-full`) (CI ran beside)" in "\n".join(quality_section(again))
 
     other_city = result("full", ["crime"], 0.7, "2026-11-24T17:00") | {"data": "chicago"}
     with pytest.raises(SystemExit, match="same data"):
