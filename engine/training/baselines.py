@@ -76,8 +76,12 @@ def own_out_residuals(residuals: np.ndarray) -> np.ndarray:
     (the others' residuals still come from fits that include it: a close, cheap version of a
     nested leave-one-out, with no refit)."""
     squared = residuals**2  # (G, n)
-    others = squared.sum(axis=1, keepdims=True) - squared  # (G, n) error without region i
-    choice = np.argmin(others, axis=0)  # (n,) the first on ties
+    # (G, n) error without region i, as the regions before it plus those after it: no
+    # subtraction, so one region's huge residual (leverage near 1) cannot swamp the others'
+    zero = np.zeros((squared.shape[0], 1))
+    before = np.concatenate([zero, np.cumsum(squared, axis=1)[:, :-1]], axis=1)
+    after = np.concatenate([np.cumsum(squared[:, ::-1], axis=1)[:, ::-1][:, 1:], zero], axis=1)
+    choice = np.argmin(before + after, axis=0)  # (n,) the first on ties
     return residuals[choice, np.arange(residuals.shape[1])]
 
 

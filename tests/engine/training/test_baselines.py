@@ -57,6 +57,18 @@ def test_each_region_s_penalty_is_chosen_without_its_own_error():
     assert np.flatnonzero(moved).tolist() == [3]  # the outlier's own error chose its penalty
 
 
+def test_one_huge_residual_does_not_swamp_the_others_choice():
+    """A region with leverage near 1 can have a residual many orders above the others'; its
+    penalty is still chosen by the others' errors (a sum minus its own would round them away)."""
+    from engine.training.baselines import own_out_residuals
+
+    residuals = np.array([[1e12, 3.0, 3.0],   # grid point 0: the others' error 18
+                          [2e12, 1.0, 1.0]])  # grid point 1: the others' error 2
+    # region 0 gets grid point 1, where its own residual is the larger; for regions 1 and 2
+    # the others' errors are both 1e24 to float precision, a tie that goes to the first point
+    assert own_out_residuals(residuals).tolist() == [2e12, 3.0, 3.0]
+
+
 def test_manhattan_readme_figures_are_reproduced(manhattan_benchmark):
     literature = literature_features(manhattan_benchmark)
     robust = robust_features(manhattan_benchmark)
