@@ -66,6 +66,25 @@ def centred_svd(X: np.ndarray) -> CentredSVD:
     return x_mean, u, s, vt
 
 
+def leave_one_out_residuals(basis: np.ndarray, spectrum: np.ndarray, penalties,
+                            y: np.ndarray) -> np.ndarray:
+    """(len(penalties), n) exact leave-one-out residuals of the smoother with intercept
+    fitted = mean(y) + B (d_a * B^T yc), d_a = spectrum / (spectrum + a), one row per penalty a:
+    Ridge (B = U, spectrum = s^2 of the centred X) and kernel ridge (B = Q, spectrum = the
+    centred kernel's eigenvalues). Leverages h_i = sum_k B_ik^2 d_ak + 1/n; residuals
+    (y_i - fitted_i) / (1 - h_i)."""
+    n = len(y)
+    y_mean = float(y.mean())
+    projected = basis.T @ (y - y_mean)  # (r,)
+    squared = basis**2  # (n, r)
+    residuals = np.empty((len(penalties), n))
+    for a, penalty in enumerate(penalties):
+        d = spectrum / (spectrum + penalty)  # (r,)
+        fitted = y_mean + basis @ (d * projected)
+        residuals[a] = (y - fitted) / np.maximum(1.0 - (squared @ d + 1.0 / n), 1e-12)
+    return residuals
+
+
 def own_out_residuals(residuals: np.ndarray) -> np.ndarray:
     """(n,) each region's leave-one-out residual at the grid point (penalty, width...) that the
     other regions' leave-one-out errors choose: residuals (G, n), one row per grid point.
@@ -110,18 +129,10 @@ class LeaveOneOutRidge:
         """Fits on (X, y). `decomposition`: `centred_svd(X)` when the caller already has it
         (one SVD serves every target fitted on the same rows); the same result either way."""
         y = np.asarray(y, dtype=np.float64)
-        n = len(y)
         x_mean, u, s, vt = decomposition if decomposition is not None else centred_svd(X)
         y_mean = float(y.mean())
         uty = u.T @ (y - y_mean)  # (r,)
-        s2 = s**2
-        u2 = u**2  # (n, r)
-        residuals = np.empty((len(self.alphas), n))  # (A, n) leave-one-out, per penalty
-        for a, alpha in enumerate(self.alphas):
-            d = s2 / (s2 + alpha)  # (r,)
-            fitted = y_mean + u @ (d * uty)
-            leverage = u2 @ d + 1.0 / n
-            residuals[a] = (y - fitted) / np.maximum(1.0 - leverage, 1e-12)
+        residuals = leave_one_out_residuals(u, s**2, self.alphas, y)  # (A, n)
         self.loo_mse_ = (residuals**2).mean(axis=1)
         best = int(np.argmin(self.loo_mse_))
         self.loo_predictions_ = y - residuals[best]

@@ -63,6 +63,7 @@ from engine.training.baselines import (
     centred_svd,
     forward_target,
     inverse_target,
+    leave_one_out_residuals,
     own_out_residuals,
 )
 from engine.training.cv import (
@@ -393,9 +394,8 @@ def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[fl
                       shared: SharedDecompositions | None = None) -> Candidate:
     """RBF kernel ridge; width and penalty by exact leave-one-out (one eigh per width).
 
-    With the centred training kernel Kc = Q diag(l) Q^T and d_a = l / (l + a), the fitted values
-    are mean(y) + Q (d_a * Q^T yc), the leverages h_i = sum_k Q_ik^2 d_ak + 1/n and the
-    leave-one-out residuals (y_i - fitted_i) / (1 - h_i), as for linear Ridge. The fit keeps
+    With the centred training kernel Kc = Q diag(l) Q^T the leave-one-out residuals are those of
+    linear Ridge with Q for U and l for s^2 (`leave_one_out_residuals`). The fit keeps
     the grid point with the least leave-one-out error; the stack reads each region's residual
     at the point the other regions choose (`own_out_residuals`).
     """
@@ -409,22 +409,14 @@ def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[fl
         A = X[train]
         decompositions = shared.get(("kernel", block, tuple(widths)), train,
                                     lambda: _kernel_eigh(A, widths))
-        n, y_mean = len(target), float(target.mean())
-        centred_y = target - y_mean
-        grid, residuals = [], []  # (width, penalty) points; (G, n) leave-one-out residuals
-        for decomposition in decompositions:
-            eigenvalues, Q = decomposition[1], decomposition[2]
-            qy, q2 = Q.T @ centred_y, Q**2
-            for alpha in alphas:
-                d = eigenvalues / (eigenvalues + alpha)
-                fitted = y_mean + Q @ (d * qy)
-                residuals.append((target - fitted)
-                                 / np.maximum(1.0 - (q2 @ d + 1.0 / n), 1e-12))
-                grid.append((decomposition, float(alpha)))
-        residuals = np.asarray(residuals)
+        y_mean = float(target.mean())
+        grid = [(decomposition, float(alpha)) for decomposition in decompositions
+                for alpha in alphas]  # (width, penalty) points
+        residuals = np.concatenate([leave_one_out_residuals(Q, eigenvalues, alphas, target)
+                                    for _, eigenvalues, Q, _ in decompositions])  # (G, n)
         (gamma, eigenvalues, Q, column_mean), alpha = grid[int(np.argmin(
             (residuals**2).mean(axis=1)))]
-        dual = Q @ ((Q.T @ centred_y) / (eigenvalues + alpha))
+        dual = Q @ ((Q.T @ (target - y_mean)) / (eigenvalues + alpha))
         loo = target - own_out_residuals(residuals)
         candidate.info = {"gamma": gamma, "alpha": alpha}
         predictor = KernelRidgePredict(block, transform, A.copy(), dual, column_mean, gamma,
