@@ -74,6 +74,9 @@ def _add_common(cmd: argparse.ArgumentParser, needs_data: bool) -> None:
     data.add_argument("--raster", action="append", default=[],
                       help="PATH[|stats=mean,sum,std]: zonal statistics per band")
     data.add_argument("--targets", help="numeric target fields, A,B")
+    data.add_argument("--target-weight", action="append", default=[],
+                      help="TARGET=FIELD: the numeric field of TARGET's region weights, e.g. "
+                      "crime_rate=population (weighted fit and metrics; repeatable)")
     data.add_argument("--classes", help="class field(s) for land-use clustering (NMI/ARI)")
     data.add_argument("--clusters", type=int, default=None,
                       help="KMeans k for --classes (default: the number of classes present; "
@@ -161,6 +164,12 @@ def job_from_args(args: argparse.Namespace) -> dict:
         job["classes"] = _split_list(args.classes)
     if args.benchmark:
         job["benchmark"] = args.benchmark
+    weights = job.setdefault("target_weights", {})
+    for item in args.target_weight:
+        if "=" not in item:
+            raise InputError(f"--target-weight needs TARGET=FIELD, got {item!r}")
+        target, weight_field = (part.strip() for part in item.split("=", 1))
+        weights[target] = weight_field
     descriptions = job.setdefault("task_descriptions", {})
     for item in args.task_description:
         if "=" not in item:

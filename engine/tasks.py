@@ -28,12 +28,19 @@ BASELINE_NAMES = {
     "raw_ridgecv": "raw features, RidgeCV (tuned in training folds)",
     "robust_ridgecv_log": "log features, RidgeCV on log target",
     "srel_ridgecv": "SREL embeddings, RidgeCV",
+    # only for a target with region weights: the bar fitted by weighted least squares
+    "raw_ridgecv_weighted": "raw features, weighted RidgeCV (tuned in training folds)",
 }
+WEIGHTED_BAR = "raw_ridgecv_weighted"
 
 
 def _scores(metrics: dict) -> dict:
-    return {"MAE": float(metrics["mae"]), "RMSE": float(metrics["rmse"]),
-            "R2": float(metrics["r2"])}
+    scores = {"MAE": float(metrics["mae"]), "RMSE": float(metrics["rmse"]),
+              "R2": float(metrics["r2"])}
+    for key in ("mae", "rmse", "r2"):  # with region weights
+        if f"{key}_weighted" in metrics:
+            scores[f"{key.upper()}_weighted"] = float(metrics[f"{key}_weighted"])
+    return scores
 
 
 def load_prompt_model(dataset, job: dict, opts: dict, device: str, sink: EventSink):
@@ -175,6 +182,28 @@ def predictor_options(job: dict):
         raise InputError(f"unknown predictor option: {exc}") from exc
 
 
+def _weighted_versus(target: str, weights, y, held_out, evaluation, baselines, method: str,
+                     dataset, sink: EventSink) -> dict:
+    """For a target with region weights: the default against the weighted bar in weighted R²
+    (logged), as {"weighted": {...}}; {} without weights."""
+    if weights is None:
+        return {}
+    from engine.training.metrics import paired_r2_difference, versus_text
+
+    versus = paired_r2_difference(
+        y[held_out], [evaluation.pooled.predictions[held_out]],
+        [baselines[WEIGHTED_BAR].predictions[held_out]], evaluation.pooled.fold[held_out],
+        weights=weights[held_out])
+    own = evaluation.pooled.metrics["r2_weighted"]
+    bar = baselines[WEIGHTED_BAR].metrics["r2_weighted"]
+    sink.log(f"{target}: weighted R2 (weights: field {dataset.weight_fields.get(target)}) "
+             f"{own:.3f} (the weighted bar, {BASELINE_NAMES[WEIGHTED_BAR]}: {bar:.3f}; "
+             f"difference {versus_text(versus)})")
+    return {"weights": {"field": dataset.weight_fields.get(target), "r2_weighted": own},
+            "versus_weighted_bar": {"method": method, "bar": BASELINE_NAMES[WEIGHTED_BAR],
+                                    **versus}}
+
+
 def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str, out_dir: Path,
               sink: EventSink, started: float) -> int:
     from engine.training.baselines import evaluate_baselines, ridge_cv_fit_predict
@@ -214,16 +243,18 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         def progress(fraction, message="", k=k, target=target):
             sink.progress("fit", (k + fraction) / len(targets), f"{target}: {message}")
 
-        inputs = TaskInputs(embeddings, semantic.get(target), features, y)
+        weights = dataset.target_weights.get(target)  # None: every region counts once
+        inputs = TaskInputs(embeddings, semantic.get(target), features, y, weights)
         evaluation = evaluate_task(inputs, folds=folds, shuffle=shuffle, fold_seed=fold_seed,
                                    protocol=protocol, seed=seed, device=device,
                                    progress=progress, config=predictor_config)
         method = METHOD_PROMPT4RE if predictor_config.prompt4re else METHOD_DEFAULT
         methods = {method: _scores(evaluation.metrics)}
         baselines = evaluate_baselines(literature, robust, y, folds=folds, shuffle=shuffle,
-                                       seed=fold_seed, protocol="clean")
+                                       seed=fold_seed, protocol="clean", weights=weights)
         baselines["srel_ridgecv"] = cross_val_predict_pooled(
-            ridge_cv_fit_predict(), embeddings, y, folds=folds, shuffle=shuffle, seed=fold_seed)
+            ridge_cv_fit_predict(), embeddings, y, folds=folds, shuffle=shuffle, seed=fold_seed,
+            weights=weights)
         pooled = {method: evaluation.pooled}
         for key, label in BASELINE_NAMES.items():
             if key in baselines:
@@ -233,6 +264,10 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         for label, result in pooled.items():  # how sure each R² is, on these regions
             interval = paired_r2_difference(y[held_out], [result.predictions[held_out]], [])
             methods[label]["R2_interval"] = [interval["low"], interval["high"]]
+            if weights is not None:
+                interval = paired_r2_difference(y[held_out], [result.predictions[held_out]], [],
+                                                weights=weights[held_out])
+                methods[label]["R2_weighted_interval"] = [interval["low"], interval["high"]]
         versus = paired_r2_difference(
             y[held_out], [evaluation.pooled.predictions[held_out]],
             [baselines[BAR].predictions[held_out]], evaluation.pooled.fold[held_out])
@@ -240,6 +275,8 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
                                       evaluation.extrapolated, held_out, dataset.region_ids)
         tasks[target] = {"methods": methods, "labelled": int(np.isfinite(y).sum()),
                          "versus_bar": {"method": method, "bar": BASELINE_NAMES[BAR], **versus},
+                         **_weighted_versus(target, weights, y, held_out, evaluation, baselines,
+                                            method, dataset, sink),
                          "extrapolation": reach,
                          "final_model": evaluation.final.describe(),
                          "fold_choices": evaluation.choices}

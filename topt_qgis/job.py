@@ -15,6 +15,7 @@ from typing import Any
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
+    QgsFields,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeatureSourceDefinition,
@@ -114,25 +115,77 @@ def raster_inputs(layers: list, stats: list[str] | None = None) -> list[dict[str
     return rasters
 
 
+def _split_target_line(line: str) -> tuple[str, str] | None:
+    """'target: text' or 'target = text' -> (target, text), split at the first of ':' and '='."""
+    separators = [line.index(s) for s in ":=" if s in line]
+    if not separators:
+        return None
+    at = min(separators)
+    return line[:at].strip(), line[at + 1:].strip()
+
+
 def parse_task_descriptions(text: str, targets: list[str]) -> dict[str, str]:
     """'target: what it means' lines -> {target: text}; a line with no known target is an error."""
     descriptions: dict[str, str] = {}
     for number, line in enumerate((text or "").splitlines(), start=1):
         if not line.strip():
             continue
-        if ":" not in line and "=" not in line:
+        parts = _split_target_line(line)
+        if parts is None:
             raise QgsProcessingException(
                 f"task descriptions, line {number}: write 'target: what it measures', e.g. "
                 f"'{targets[0] if targets else 'crime'}: crimes reported per region'.")
-        separator = ":" if ":" in line and ("=" not in line or line.index(":") < line.index("="))\
-            else "="
-        target, description = (s.strip() for s in line.split(separator, 1))
+        target, description = parts
         if targets and target not in targets:
             raise QgsProcessingException(
                 f"task descriptions, line {number}: '{target}' is not one of the chosen target "
                 f"fields ({', '.join(targets)}).")
         descriptions[target] = description
     return descriptions
+
+
+def parse_target_weights(text: str, targets: list[str], fields: QgsFields) -> dict[str, str]:
+    """'target: weight field' lines -> {target: weight field}, checked against the region layer.
+
+    `fields` are the region layer's fields: the weight must be one of them, numeric, and not the
+    target itself. The engine checks the values (finite, above 0 where the target is labelled).
+    """
+    weights: dict[str, str] = {}
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"target weights, line {number}"
+        parts = _split_target_line(line)
+        if parts is None or not all(parts):
+            raise QgsProcessingException(
+                f"{where}: write 'target: weight field', e.g. "
+                f"'{targets[0] if targets else 'crime_rate'}: population' (got '{line.strip()}').")
+        target, weight = parts
+        if target not in targets:
+            chosen = ", ".join(targets) if targets else "none chosen"
+            raise QgsProcessingException(
+                f"{where}: '{target}' is not one of the chosen target fields ({chosen}); "
+                "weigh only a field chosen as a target.")
+        if target in weights:
+            raise QgsProcessingException(
+                f"{where}: '{target}' has a weight field already ('{weights[target]}'); keep "
+                "one line per target.")
+        index = fields.indexOf(weight)
+        if index < 0:
+            numeric = [f.name() for f in fields if f.isNumeric() and f.name() not in targets]
+            raise QgsProcessingException(
+                f"{where}: '{weight}' is not a field of the region layer; its numeric fields "
+                f"are: {', '.join(numeric) or 'none'}.")
+        if not fields.at(index).isNumeric():
+            raise QgsProcessingException(
+                f"{where}: the weight field '{weight}' is {fields.at(index).typeName()}, not "
+                "numeric; choose a numeric field such as a population or a count.")
+        if weight == target:
+            raise QgsProcessingException(
+                f"{where}: '{target}' cannot be its own weight; choose another field, such as "
+                "the population the rate is computed over.")
+        weights[target] = weight
+    return weights
 
 
 def write_job(job: dict[str, Any], path: Path) -> Path:

@@ -39,6 +39,8 @@ class DataSpec:
     trips: list[dict] = field(default_factory=list)  # [{path, layer, origin_field, ...}]
     rasters: list[dict] = field(default_factory=list)  # [{path, stats, view}]
     targets: list[str] = field(default_factory=list)  # numeric target fields of the region layer
+    # target -> the numeric field of its region weights (a rate's population...)
+    target_weights: dict[str, str] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)  # class fields (land-use clustering)
     priors: PriorsConfig = field(default_factory=PriorsConfig)  # neighbours, distance buckets
 
@@ -56,7 +58,18 @@ class DataSpec:
         return cls(regions=dict(regions), points=_entries(job, "points"),
                    landuse=_entries(job, "landuse"), trips=_entries(job, "trips"),
                    rasters=_entries(job, "rasters"), targets=_names(job.get("targets")),
+                   target_weights=_target_weights(job.get("target_weights")),
                    classes=_names(job.get("classes")), priors=priors_config)
+
+
+def _target_weights(value) -> dict[str, str]:
+    if not value:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                              for k, v in value.items()):
+        raise InputError("the job key 'target_weights' must map target fields to weight fields",
+                         hint='e.g. "target_weights": {"crime_rate": "population"}')
+    return dict(value)
 
 
 def _entries(job: dict, key: str) -> list[dict]:
@@ -107,7 +120,7 @@ def build_dataset(spec: dict | DataSpec, log: Callable[[str], None] | None = Non
         path, layer, id_field=spec.regions.get("id_field") or options.get("id"),
         name_field=spec.regions.get("name_field") or options.get("name"),
         fields=_names(spec.regions.get("fields")), targets=spec.targets, classes=spec.classes,
-        report=report)
+        target_weights=spec.target_weights, report=report)
     crs = projected_crs(regions.frame.geometry)
     projected = regions.frame.geometry.to_crs(crs) if regions.frame.crs != crs else \
         regions.frame.geometry
@@ -158,7 +171,8 @@ def build_dataset(spec: dict | DataSpec, log: Callable[[str], None] | None = Non
                     f"{regions.frame.crs.to_string()} -> {crs.to_string()} (distances, areas)")
     return RegionDataset(
         region_ids=regions.region_ids, views=views, priors=priors, targets=regions.targets,
-        classes=regions.classes, names=regions.names,
+        classes=regions.classes, target_weights=regions.target_weights,
+        weight_fields=dict(spec.target_weights), names=regions.names,
         geometry=regions.frame.geometry.reset_index(drop=True),
         crs=regions.frame.crs.to_string(), source=sources, report=report.data)
 

@@ -78,6 +78,9 @@ class RegionDataset:
     priors: SpatialPriors
     targets: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float64, NaN = unknown
     classes: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) labels for NMI/ARI
+    # target -> (N,) region weights (a rate's population...); targets without one are unweighted
+    target_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    weight_fields: dict[str, str] = field(default_factory=dict)  # target -> its weight field
     names: np.ndarray | None = None  # (N,) str, a name or address per region, if the layer has one
     geometry: object | None = None  # geopandas GeoSeries in `crs` (None for benchmark folders)
     crs: str | None = None  # CRS of `geometry` (the region layer's own)
@@ -101,7 +104,9 @@ class RegionDataset:
             "targets": {
                 name: {"labelled": int(np.isfinite(t).sum()),
                        "min": float(np.nanmin(t)) if np.isfinite(t).any() else None,
-                       "max": float(np.nanmax(t)) if np.isfinite(t).any() else None}
+                       "max": float(np.nanmax(t)) if np.isfinite(t).any() else None,
+                       **({"weight_field": self.weight_fields[name]}
+                          if name in self.weight_fields else {})}
                 for name, t in self.targets.items()
             },
             "classes": {name: int(len(np.unique(c))) for name, c in self.classes.items()},

@@ -27,6 +27,8 @@ class RegionLayer:
     views: dict[str, View] = field(default_factory=dict)  # "fields" if numeric fields were asked
     targets: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float64, NaN = unknown
     classes: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) labels
+    # target -> (N,) float64 region weights (> 0 wherever the target is labelled)
+    target_weights: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_regions(self) -> int:
@@ -36,8 +38,12 @@ class RegionLayer:
 def read_regions(path: str, layer: str | None = None, *, id_field: str | None = None,
                  name_field: str | None = None, fields: list[str] | None = None,
                  targets: list[str] | None = None, classes: list[str] | None = None,
+                 target_weights: dict[str, str] | None = None,
                  report: Report | None = None) -> RegionLayer:
     """Read a polygon layer of regions (GeoPackage, Shapefile, GeoJSON).
+
+    `target_weights`: target -> the numeric field holding its region weights (a rate's
+    population...), which must be > 0 wherever the target has a value.
 
     Invalid polygons are repaired (make_valid) and counted in the report; non-polygon layers,
     empty layers, features without geometry, a missing CRS, null or duplicate ids, and missing,
@@ -74,8 +80,35 @@ def read_regions(path: str, layer: str | None = None, *, id_field: str | None = 
         views["fields"] = View("fields", "continuous", matrix, list(fields))  # (N, F)
     target_arrays = {t: numeric_field(frame, t, label, "target") for t in targets}
     class_arrays = {c: _class_labels(frame, c, label, report) for c in (classes or [])}
+    weights = {t: _target_weights(frame, t, weight_field, target_arrays, label)
+               for t, weight_field in (target_weights or {}).items()}
     return RegionLayer(frame=frame, label=label, region_ids=ids, id_field=used_id, names=names,
-                       views=views, targets=target_arrays, classes=class_arrays)
+                       views=views, targets=target_arrays, classes=class_arrays,
+                       target_weights=weights)
+
+
+def _target_weights(frame, target: str, weight_field: str, targets: dict[str, np.ndarray],
+                    label: str) -> np.ndarray:
+    """(N,) the region weights of `target` from `weight_field`, checked where it is labelled."""
+    if target not in targets:
+        raise InputError(f"a weight field is given for '{target}', which is not a target",
+                         layer=label, field=weight_field,
+                         hint=f"Choose '{target}' as a target too, or remove its weight field.")
+    if weight_field == target:
+        raise InputError(f"the target '{target}' cannot be its own weight", layer=label,
+                         field=weight_field,
+                         hint="Weight a rate by its population or a ratio by its expected count.")
+    weights = numeric_field(frame, weight_field, label, "weight")
+    labelled = np.isfinite(targets[target])
+    bad = labelled & ~(np.isfinite(weights) & (weights > 0))
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise InputError(f"{len(rows)} region(s) with a value of '{target}' have no weight above "
+                         f"0 (feature(s) {', '.join(map(str, rows[:5] + 1))})", layer=label,
+                         field=weight_field,
+                         hint="Fill in a weight > 0 for every region with a target value, or "
+                         "run the target unweighted.")
+    return weights
 
 
 def _polygons_only(frame, label: str, report: Report):

@@ -67,7 +67,8 @@ class PooledPrediction:
 
     predictions: np.ndarray  # (N,) held-out prediction per labelled region; final model elsewhere
     fold: np.ndarray  # (N,) int64 fold in which a region was held out; -1 = unlabelled
-    metrics: dict[str, float]  # mae, rmse, r2 over the labelled regions, pooled
+    # mae, rmse, r2 over the labelled regions, pooled (and *_weighted with region weights)
+    metrics: dict[str, float]
     protocol: str  # "clean" or "paper"
     optimistic: bool  # True when choices saw the test fold's labels (paper protocol)
     label: str  # a sentence saying which protocol produced the figures
@@ -103,6 +104,7 @@ def cross_val_predict_pooled(
     clip_negative: bool | None = None,
     splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
     predict_unlabelled: bool = True,
+    weights: np.ndarray | None = None,
 ) -> PooledPrediction:
     """Pooled K-fold predictions and their MAE, RMSE and R².
 
@@ -120,6 +122,8 @@ def cross_val_predict_pooled(
         clip_negative: set negative predictions to 0; None = when every label is >= 0 (counts).
         splits: explicit (train, test) region-index pairs instead of KFold.
         predict_unlabelled: fit the all-labelled model for unlabelled regions, if any.
+        weights: (N,) the target's region weights: the metrics add their weighted versions
+            (fitting with them is `fit_predict`'s business).
     """
     check_protocol(protocol)
     y = np.asarray(y, dtype=np.float64).ravel()
@@ -156,7 +160,8 @@ def cross_val_predict_pooled(
         predictions = np.where(np.isfinite(predictions), np.maximum(predictions, 0.0),
                                predictions)
     evaluated = fold_of >= 0
-    metrics = regression_metrics(y[evaluated], predictions[evaluated])
+    metrics = regression_metrics(y[evaluated], predictions[evaluated],
+                                 None if weights is None else np.asarray(weights)[evaluated])
     return PooledPrediction(predictions=predictions, fold=fold_of, metrics=metrics,
                             protocol=protocol, optimistic=protocol == "paper",
                             label=PROTOCOL_LABELS[protocol], fold_info=fold_info,

@@ -8,10 +8,14 @@ import numpy as np
 from engine.errors import InputError
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray,
+                       weights: np.ndarray | None = None) -> dict[str, float]:
     """MAE, RMSE and R² over all regions at once (pooled over folds), as the literature reports.
 
     R² = 1 - sum((y - p)^2) / sum((y - mean(y))^2), the mean taken over the same regions.
+    With region `weights` w (a rate's population, a ratio's expected count) the weighted
+    figures are added beside them: mae_weighted = sum(w |y - p|) / sum(w), rmse_weighted
+    likewise, r2_weighted = 1 - sum(w (y - p)^2) / sum(w (y - weighted mean)^2).
     """
     y_true = np.asarray(y_true, dtype=np.float64).ravel()
     y_pred = np.asarray(y_pred, dtype=np.float64).ravel()
@@ -22,11 +26,21 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     error = y_pred - y_true
     total = float(((y_true - y_true.mean()) ** 2).sum())
     residual = float((error**2).sum())
-    return {
+    out = {
         "mae": float(np.abs(error).mean()),
         "rmse": float(np.sqrt((error**2).mean())),
         "r2": 1.0 - residual / total if total > 0 else float("nan"),
     }
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        if w.shape != y_true.shape or not (np.isfinite(w).all() and (w > 0).all()):
+            raise ValueError("weighted metrics need one finite weight > 0 per region")
+        centre = float(w @ y_true / w.sum())
+        total = float(w @ (y_true - centre) ** 2)
+        out["mae_weighted"] = float(w @ np.abs(error) / w.sum())
+        out["rmse_weighted"] = float(np.sqrt(w @ error**2 / w.sum()))
+        out["r2_weighted"] = 1.0 - float(w @ error**2) / total if total > 0 else float("nan")
+    return out
 
 
 def clustering_metrics(embeddings: np.ndarray, classes: np.ndarray, *, seed: int = 0,
@@ -71,15 +85,21 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 
 
-def _r2_along(y: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """R² along the last axis (the regions)."""
-    total = ((y - y.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
-    return 1.0 - ((prediction - y) ** 2).sum(axis=-1) / total
+def _r2_along(y: np.ndarray, prediction: np.ndarray, weights: np.ndarray | None = None
+              ) -> np.ndarray:
+    """R² along the last axis (the regions), weighted by `weights` when given."""
+    if weights is None:
+        total = ((y - y.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+        return 1.0 - ((prediction - y) ** 2).sum(axis=-1) / total
+    centre = (weights * y).sum(axis=-1, keepdims=True) / weights.sum(axis=-1, keepdims=True)
+    total = (weights * (y - centre) ** 2).sum(axis=-1)
+    return 1.0 - (weights * (prediction - y) ** 2).sum(axis=-1) / total
 
 
 def paired_r2_difference(y: np.ndarray, model: list[np.ndarray], other: list[np.ndarray],
                          fold: np.ndarray | None = None, *, resamples: int = RESAMPLES,
-                         confidence: float = CONFIDENCE, seed: int = 0) -> dict:
+                         confidence: float = CONFIDENCE, seed: int = 0,
+                         weights: np.ndarray | None = None) -> dict:
     """mean_s R²(model_s) - mean_t R²(other_t) on the regions of `y`, and its interval from a
     paired bootstrap over those regions (scipy's `stats.bootstrap`, percentile method).
     `model` and `other` hold one (N,) prediction per seed (a single one for a seedless model);
@@ -95,7 +115,8 @@ def paired_r2_difference(y: np.ndarray, model: list[np.ndarray], other: list[np.
     of the variance (a city's centre among its suburbs) scores both models far below zero, and
     intervals of the difference ran to +3 (St. Louis's homicide counts, 78 counties).
     `fold` (N,): the fold each region was held out in, for the count of folds on which
-    `model`'s squared error is the lower."""
+    `model`'s squared error is the lower. `weights` (N,): region weights; every R² and error
+    is then the weighted one (`regression_metrics`' r2_weighted)."""
     from scipy.stats import bootstrap
 
     y = np.asarray(y, dtype=np.float64)
@@ -106,18 +127,26 @@ def paired_r2_difference(y: np.ndarray, model: list[np.ndarray], other: list[np.
     rng = np.random.default_rng(seed)
     options = dict(n_resamples=resamples, confidence_level=confidence, batch=200,
                    method="percentile", random_state=rng, vectorized=True)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64)
     if other:
-        error_model = np.mean([(p - y) ** 2 for p in model], axis=0)  # (N,) mean over seeds
-        error_other = np.mean([(p - y) ** 2 for p in other], axis=0)
-        gain = (error_other - error_model) / np.mean((y - y.mean()) ** 2)  # (N,)
+        error_model = w * np.mean([(p - y) ** 2 for p in model], axis=0)  # (N,) mean over seeds
+        error_other = w * np.mean([(p - y) ** 2 for p in other], axis=0)
+        centre = float(y.mean() if weights is None else w @ y / w.sum())
+        gain = (error_other - error_model) / np.mean(w * (y - centre) ** 2)  # (N,)
         observed = float(gain.mean())
         result = bootstrap((gain,), np.mean, **options)
-    else:
+    elif weights is None:
         def statistic(y, *predictions, axis=-1):
             return np.mean([_r2_along(y, p) for p in predictions], axis=0)
 
         observed = float(statistic(y, *model))
         result = bootstrap((y, *model), statistic, paired=True, **options)
+    else:
+        def statistic(y, w, *predictions, axis=-1):
+            return np.mean([_r2_along(y, p, w) for p in predictions], axis=0)
+
+        observed = float(statistic(y, w, *model))
+        result = bootstrap((y, w, *model), statistic, paired=True, **options)
     low, high = result.confidence_interval
     out = {"difference" if other else "r2": observed, "low": float(low), "high": float(high),
            "confidence": confidence, "resamples": resamples}

@@ -65,6 +65,8 @@ from engine.training.baselines import (
     inverse_target,
     leave_one_out_residuals,
     own_out_residuals,
+    training_weights,
+    weighted_mean,
 )
 from engine.training.cv import (
     LITERATURE_SEED,
@@ -88,6 +90,9 @@ class TaskInputs:
     semantic: np.ndarray | None  # (N, h) language-model semantic vectors for this task
     raw_features: np.ndarray | dict[str, np.ndarray] | None  # (N, F), or named (N, F_k) matrices
     y: np.ndarray  # (N,) target, NaN = unknown
+    # (N,) the target's region weights (> 0 where labelled; a rate's population, a ratio's
+    # expected count): weighted least squares, weighted stacking and shrinkage. None: equal
+    weights: np.ndarray | None = None
 
     @property
     def n_regions(self) -> int:
@@ -302,17 +307,25 @@ class SharedDecompositions:
         return self._items[key]
 
 
+def _fold_weights(weights: np.ndarray | None, train: np.ndarray) -> np.ndarray | None:
+    """The training rows' region weights, mean 1 (`training_weights`); None: unweighted."""
+    return None if weights is None else training_weights(weights[train], len(train))
+
+
 def _ridge_candidate(name: str, X: np.ndarray, transform: str, alphas: np.ndarray,
-                     shared: SharedDecompositions | None = None) -> Candidate:
+                     shared: SharedDecompositions | None = None,
+                     weights: np.ndarray | None = None) -> Candidate:
     block = name[len("ridge["):].split("|")[0]
     candidate = Candidate(name=name, fit=lambda train, y: None)  # fit set below
     shared = shared or SharedDecompositions()
 
     def fit_loo(train: np.ndarray, y: np.ndarray) -> tuple[Predict, np.ndarray]:
         y_train = y[train]
-        svd = shared.get(("svd", block), train, lambda: centred_svd(X[train]))
+        w = _fold_weights(weights, train)
+        key = ("svd", block) if w is None else ("weighted svd", block)
+        svd = shared.get(key, train, lambda: centred_svd(X[train], w))
         model = LeaveOneOutRidge(alphas=alphas).fit(X[train], forward_target(y_train, transform),
-                                                    decomposition=svd)
+                                                    decomposition=svd, weights=w)
         candidate.info = {"alpha": model.alpha_}
         predictor = RidgePredict(block, transform, model.coef_, model.intercept_, model.alpha_,
                                  float(np.max(y_train)), X)
@@ -348,17 +361,24 @@ class KernelRidgePredict:
     y_mean: float = 0.0  # mean of the (transformed) training target
     y_max: float = 0.0  # the largest training label (caps log1p extrapolation)
     X: np.ndarray | None = field(default=None, repr=False)  # (N, F) the block, all regions
+    # (n,) the training regions' shares of the total weight (weighted centring); None: 1 / n
+    shares: np.ndarray | None = field(default=None, repr=False)
 
     def __call__(self, index: np.ndarray) -> np.ndarray:
         k = np.exp(-self.gamma * _squared_distances(self.X[index], self.support))  # (m, n)
-        centred = (k - k.mean(axis=1, keepdims=True) - self.kernel_mean[None, :]
-                   + self.kernel_mean.mean())
+        if self.shares is None:
+            centred = (k - k.mean(axis=1, keepdims=True) - self.kernel_mean[None, :]
+                       + self.kernel_mean.mean())
+        else:
+            centred = (k - (k @ self.shares)[:, None] - self.kernel_mean[None, :]
+                       + self.kernel_mean @ self.shares)
         values = self.y_mean + centred @ self.dual
         return candidate_inverse(values, self.transform, np.asarray([self.y_max]))
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        shares = {} if self.shares is None else {"shares": self.shares}
         return ({"support": self.support.astype(np.float64), "dual": self.dual,
-                 "kernel_mean": self.kernel_mean},
+                 "kernel_mean": self.kernel_mean, **shares},
                 {"kind": "kernel_ridge", "block": self.block, "transform": self.transform,
                  "gamma": float(self.gamma), "alpha": float(self.alpha),
                  "y_mean": float(self.y_mean), "y_max": float(self.y_max)})
@@ -369,12 +389,15 @@ class KernelRidgePredict:
         X = _saved_block(blocks, meta["block"], arrays["support"].shape[1])
         return cls(meta["block"], meta["transform"], arrays["support"], arrays["dual"],
                    arrays["kernel_mean"], meta["gamma"], meta["alpha"], meta["y_mean"],
-                   meta["y_max"], X)
+                   meta["y_max"], X, arrays.get("shares"))
 
 
-def _kernel_eigh(A: np.ndarray, widths: tuple[float, ...]) -> list[tuple]:
+def _kernel_eigh(A: np.ndarray, widths: tuple[float, ...],
+                 weights: np.ndarray | None = None) -> list[tuple]:
     """(gamma, eigenvalues, Q, column means) of the centred RBF kernel of the rows A, per width
-    (gamma = width / the median squared distance between the rows)."""
+    (gamma = width / the median squared distance between the rows). With region `weights`
+    (mean 1): the kernel centred by weighted means and the eigendecomposition of
+    W^1/2 Kc W^1/2 (weighted kernel ridge with an intercept)."""
     distances = _squared_distances(A, A)  # (n, n)
     positive = distances[distances > 0]
     median = float(np.median(positive)) if positive.size else 1.0
@@ -382,22 +405,31 @@ def _kernel_eigh(A: np.ndarray, widths: tuple[float, ...]) -> list[tuple]:
     for width in widths:
         gamma = width / median
         kernel = np.exp(-gamma * distances)
-        column_mean = kernel.mean(axis=0)  # (n,)
-        centred = kernel - column_mean[None, :] - column_mean[:, None] + column_mean.mean()
+        if weights is None:
+            column_mean = kernel.mean(axis=0)  # (n,)
+            centred = kernel - column_mean[None, :] - column_mean[:, None] + column_mean.mean()
+        else:
+            shares = weights / weights.sum()
+            column_mean = shares @ kernel  # (n,) weighted
+            centred = (kernel - column_mean[None, :] - column_mean[:, None]
+                       + column_mean @ shares)
+            root = np.sqrt(weights)
+            centred = root[:, None] * centred * root[None, :]
         eigenvalues, Q = np.linalg.eigh(centred)  # (n,), (n, n)
         out.append((gamma, np.maximum(eigenvalues, 0.0), Q, column_mean))
     return out
 
 
 def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[float, ...],
-                      alphas: tuple[float, ...],
-                      shared: SharedDecompositions | None = None) -> Candidate:
+                      alphas: tuple[float, ...], shared: SharedDecompositions | None = None,
+                      weights: np.ndarray | None = None) -> Candidate:
     """RBF kernel ridge; width and penalty by exact leave-one-out (one eigh per width).
 
     With the centred training kernel Kc = Q diag(l) Q^T the leave-one-out residuals are those of
     linear Ridge with Q for U and l for s^2 (`leave_one_out_residuals`). The fit keeps
     the grid point with the least leave-one-out error; the stack reads each region's residual
-    at the point the other regions choose (`own_out_residuals`).
+    at the point the other regions choose (`own_out_residuals`). With region weights, both
+    are weighted (`_kernel_eigh`, `leave_one_out_residuals`).
     """
     block = name[len("kernel["):].split("|")[0]
     candidate = Candidate(name=name, fit=lambda train, y: None)
@@ -407,20 +439,24 @@ def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[fl
         y_train = y[train]
         target = forward_target(y_train, transform)
         A = X[train]
-        decompositions = shared.get(("kernel", block, tuple(widths)), train,
-                                    lambda: _kernel_eigh(A, widths))
-        y_mean = float(target.mean())
+        w = _fold_weights(weights, train)
+        decompositions = shared.get(("kernel", block, tuple(widths), w is not None), train,
+                                    lambda: _kernel_eigh(A, widths, w))
+        y_mean = weighted_mean(target, w)
         grid = [(decomposition, float(alpha)) for decomposition in decompositions
                 for alpha in alphas]  # (width, penalty) points
-        residuals = np.concatenate([leave_one_out_residuals(Q, eigenvalues, alphas, target)
+        residuals = np.concatenate([leave_one_out_residuals(Q, eigenvalues, alphas, target, w)
                                     for _, eigenvalues, Q, _ in decompositions])  # (G, n)
+        squared = residuals**2 if w is None else w * residuals**2
         (gamma, eigenvalues, Q, column_mean), alpha = grid[int(np.argmin(
-            (residuals**2).mean(axis=1)))]
-        dual = Q @ ((Q.T @ (target - y_mean)) / (eigenvalues + alpha))
-        loo = target - own_out_residuals(residuals)
+            squared.mean(axis=1)))]
+        root = 1.0 if w is None else np.sqrt(w)
+        dual = root * (Q @ ((Q.T @ (root * (target - y_mean))) / (eigenvalues + alpha)))
+        loo = target - own_out_residuals(residuals, w)
         candidate.info = {"gamma": gamma, "alpha": alpha}
         predictor = KernelRidgePredict(block, transform, A.copy(), dual, column_mean, gamma,
-                                       alpha, y_mean, float(np.max(y_train)), X)
+                                       alpha, y_mean, float(np.max(y_train)), X,
+                                       None if w is None else w / w.sum())
         return predictor, candidate_inverse(loo, transform, y_train, leave_one_out=True)
 
     candidate.fit = lambda train, y: fit_loo(train, y)[0]
@@ -428,7 +464,8 @@ def _kernel_candidate(name: str, X: np.ndarray, transform: str, widths: tuple[fl
     return candidate
 
 
-def _gbm_candidate(name: str, X: np.ndarray, transform: str, seed: int) -> Candidate:
+def _gbm_candidate(name: str, X: np.ndarray, transform: str, seed: int,
+                   weights: np.ndarray | None = None) -> Candidate:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     def fit(train: np.ndarray, y: np.ndarray) -> Predict:
@@ -436,7 +473,8 @@ def _gbm_candidate(name: str, X: np.ndarray, transform: str, seed: int) -> Candi
         model = HistGradientBoostingRegressor(learning_rate=0.05, max_iter=200,
                                               max_leaf_nodes=15, min_samples_leaf=5,
                                               random_state=seed)
-        model.fit(X[train], forward_target(y_train, transform))
+        model.fit(X[train], forward_target(y_train, transform),
+                  sample_weight=None if weights is None else weights[train])
         return lambda index: candidate_inverse(model.predict(X[index]), transform, y_train)
 
     return Candidate(name=name, fit=fit)
@@ -533,17 +571,19 @@ def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negativ
     transforms = [t for t in config.target_transforms if t == "raw" or non_negative]
     if shared is None:  # one SVD / eigendecomposition per block for all targets
         shared = SharedDecompositions()
-    candidates = [_ridge_candidate(f"ridge[{name}|{t}]", matrix, t, alphas, shared)
+    weights = None if inputs.weights is None else np.asarray(inputs.weights, dtype=np.float64)
+    candidates = [_ridge_candidate(f"ridge[{name}|{t}]", matrix, t, alphas, shared, weights)
                   for name, matrix in blocks.items() for t in transforms]
     labelled = int(np.isfinite(np.asarray(inputs.y, dtype=np.float64)).sum())
     if config.kernel_ridge and labelled <= config.kernel_max_regions:
         name = "robust" if "robust" in blocks else next(iter(blocks))
         candidates += [_kernel_candidate(f"kernel[{name}|{t}]", blocks[name], t,
-                                         config.kernel_widths, config.kernel_alphas, shared)
+                                         config.kernel_widths, config.kernel_alphas, shared,
+                                         weights)
                        for t in transforms]
     if config.gbm:
         name = next((k for k in raw_named), "srel")
-        candidates += [_gbm_candidate(f"gbm[{name}|{t}]", blocks[name], t, seed)
+        candidates += [_gbm_candidate(f"gbm[{name}|{t}]", blocks[name], t, seed, weights)
                        for t in transforms]
     if config.prompt4re and inputs.embeddings is not None and inputs.semantic is not None:
         candidates += [_prompt4re_candidate(f"prompt4re[{t}]", inputs, t, config, seed, device)
@@ -552,13 +592,18 @@ def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negativ
 
 
 # ---------------------------------------------------------------- blending
-def convex_weights(predictions: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative weights summing to 1 minimising ||predictions @ w - y||^2.
+def convex_weights(predictions: np.ndarray, y: np.ndarray,
+                   regions: np.ndarray | None = None) -> np.ndarray:
+    """Non-negative weights summing to 1 minimising ||predictions @ w - y||^2 (with region
+    weights `regions` (n,): sum_i regions_i (predictions_i @ w - y_i)^2).
 
     predictions: (n, C). Solved as NNLS with an extra, heavily weighted row sum(w) = 1.
     """
     scale = float(np.abs(predictions).max()) or 1.0
     P, target = predictions / scale, y / scale  # (n, C), (n,) in comparable units
+    if regions is not None:
+        root = np.sqrt(regions / regions.mean())
+        P, target = root[:, None] * P, root * target
     penalty = 1e3 * np.sqrt(len(y))
     A = np.vstack([P, penalty * np.ones((1, P.shape[1]))])  # (n + 1, C)
     b = np.concatenate([target, [penalty]])
@@ -654,6 +699,7 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
         raise InputError(f"only {len(train)} labelled training regions", field="target",
                          hint="Give a target with more labelled regions.")
     non_negative = bool((y[train] >= 0).all())
+    region_weights = _checked_weights(inputs, train, selection_index)
     shared = SharedDecompositions()
     candidates = build_candidates(inputs, config, non_negative=non_negative, seed=seed,
                                   device=device, shared=shared)
@@ -668,10 +714,12 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
         held_predictions = np.stack([predictors[n](held) for n in names], axis=1)  # (m, C)
         if non_negative:
             held_predictions = np.maximum(held_predictions, 0.0)
-        weights, lam = _weights(held_predictions, held_y, config, names, seed, paper=True)
-        scores = {n: regression_metrics(held_y, held_predictions[:, i])
+        held_weights = None if region_weights is None else region_weights[held]
+        weights, lam = _weights(held_predictions, held_y, config, names, seed, paper=True,
+                                regions=held_weights)
+        scores = {n: regression_metrics(held_y, held_predictions[:, i], held_weights)
                   for i, n in enumerate(names)}
-        blend = regression_metrics(held_y, held_predictions @ weights)
+        blend = regression_metrics(held_y, held_predictions @ weights, held_weights)
         chosen = {c.name: dict(c.info) for c in candidates}
     else:
         predictors, oof = {}, np.zeros((len(train), len(candidates)))  # (n_train, C)
@@ -692,9 +740,11 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
         if non_negative:
             oof = np.maximum(oof, 0.0)
         oof = np.nan_to_num(oof, nan=0.0, posinf=0.0, neginf=0.0)
-        weights, lam = _weights(oof, y[train], config, names, seed)
-        scores = {n: regression_metrics(y[train], oof[:, i]) for i, n in enumerate(names)}
-        blend = regression_metrics(y[train], oof @ weights)
+        train_weights = None if region_weights is None else region_weights[train]
+        weights, lam = _weights(oof, y[train], config, names, seed, regions=train_weights)
+        scores = {n: regression_metrics(y[train], oof[:, i], train_weights)
+                  for i, n in enumerate(names)}
+        blend = regression_metrics(y[train], oof @ weights, train_weights)
         for c in slow:
             if weights[c] > 0:
                 predictors[names[c]] = candidates[c].fit(train, y)
@@ -711,6 +761,25 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
                       _predictors={n: predictors[n] for n in [*kept, *([guard] if guard else [])]})
 
 
+def _checked_weights(inputs: TaskInputs, train: np.ndarray,
+                     selection: np.ndarray | None) -> np.ndarray | None:
+    """(N,) the task's region weights, checked finite and > 0 on the regions the fit reads."""
+    if inputs.weights is None:
+        return None
+    weights = np.asarray(inputs.weights, dtype=np.float64).ravel()
+    if weights.shape != (inputs.n_regions,):
+        raise InputError(f"{weights.shape[0]} region weights for {inputs.n_regions} regions",
+                         field="weights", hint="Give one weight per region.")
+    read = train if selection is None else np.concatenate([train, selection])
+    bad = ~(np.isfinite(weights[read]) & (weights[read] > 0))
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} labelled regions have a weight that is missing, "
+                         "zero or negative", field="weights",
+                         hint="Give every labelled region a weight > 0 (its population, its "
+                         "expected count), or leave the target unweighted.")
+    return weights
+
+
 def _training_reach(predictors: dict[str, Predict], config: PredictorConfig, train: np.ndarray,
                     y: np.ndarray, shared: SharedDecompositions) -> TrainingReach | None:
     """The reach of the anchor's Ridge (else of the first raw-target Ridge), from the SVD its
@@ -725,23 +794,31 @@ def _training_reach(predictors: dict[str, Predict], config: PredictorConfig, tra
     return TrainingReach.fit(ridge.block, ridge.X, train, y[train], ridge.alpha, svd)
 
 
+def _squared_errors(predictions: np.ndarray, y: np.ndarray,
+                    regions: np.ndarray | None) -> np.ndarray:
+    """(C,) each column's mean squared error, weighted by `regions` when given."""
+    return np.average((predictions - y[:, None]) ** 2, axis=0, weights=regions)
+
+
 def _anchor_index(predictions: np.ndarray, y: np.ndarray, names: list[str],
-                  config: PredictorConfig) -> int:
+                  config: PredictorConfig, regions: np.ndarray | None = None) -> int:
     """The configured anchor (RidgeCV on raw features), else the best single candidate."""
     if config.anchor in names:
         return names.index(config.anchor)
-    return int(np.argmin(((predictions - y[:, None]) ** 2).mean(axis=0)))
+    return int(np.argmin(_squared_errors(predictions, y, regions)))
 
 
 def shrunk_stack_weights(predictions: np.ndarray, y: np.ndarray, anchor: int, *,
                          folds: int = 10, steps: int = 11, seed: int = 0,
-                         loss: str = "squared") -> tuple[np.ndarray, float]:
+                         loss: str = "squared",
+                         regions: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """lambda * stack + (1 - lambda) * anchor, lambda chosen by K-fold over the stacking step.
 
     predictions: (n, C) out-of-sample (leave-one-out) predictions of the candidates. The stack's
     own out-of-fold predictions come from convex weights fitted on the other K-1 parts; lambda
-    minimises their blend's error with the anchor's, squared or absolute (`loss`). Ties go to
-    the smaller lambda. Returns (weights (C,), lambda).
+    minimises their blend's error with the anchor's, squared or absolute (`loss`), weighted by
+    the region weights `regions` (n,) when given. Ties go to the smaller lambda. Returns
+    (weights (C,), lambda).
     """
     if loss not in ("squared", "absolute"):
         raise ValueError(f"unknown shrink loss {loss!r}")
@@ -749,37 +826,41 @@ def shrunk_stack_weights(predictions: np.ndarray, y: np.ndarray, anchor: int, *,
     stacked = np.zeros(n)
     for inner_train, inner_test in kfold_splits(np.arange(n), min(folds, n), shuffle=True,
                                                 seed=seed):
+        part = None if regions is None else regions[inner_train]
         stacked[inner_test] = predictions[inner_test] @ convex_weights(predictions[inner_train],
-                                                                       y[inner_train])
+                                                                       y[inner_train], part)
     lambdas = np.linspace(0.0, 1.0, steps)
     base = predictions[:, anchor]
     power = 2 if loss == "squared" else 1
-    errors = [float((np.abs(lam * stacked + (1 - lam) * base - y) ** power).mean())
+    errors = [float(np.average(np.abs(lam * stacked + (1 - lam) * base - y) ** power,
+                               weights=regions))
               for lam in lambdas]
     lam = float(lambdas[int(np.argmin(errors))])  # argmin: the first (smallest) on ties
-    weights = lam * convex_weights(predictions, y)
+    weights = lam * convex_weights(predictions, y, regions)
     weights[anchor] += 1.0 - lam
     return weights, lam
 
 
 def _weights(predictions: np.ndarray, y: np.ndarray, config: PredictorConfig, names: list[str],
-             seed: int = 0, *, paper: bool = False) -> tuple[np.ndarray, float | None]:
-    """(blend weights (C,), the shrinkage lambda or None when no shrinkage was done)."""
+             seed: int = 0, *, paper: bool = False,
+             regions: np.ndarray | None = None) -> tuple[np.ndarray, float | None]:
+    """(blend weights (C,), the shrinkage lambda or None when no shrinkage was done);
+    `regions` (n,): the target's region weights, None: equal."""
     lam = None
     if config.combine == "best":
-        errors = ((predictions - y[:, None]) ** 2).mean(axis=0)
+        errors = _squared_errors(predictions, y, regions)
         weights = np.zeros(predictions.shape[1])
         weights[int(np.argmin(errors))] = 1.0
         return weights, lam
     if config.combine not in ("stack", "shrink"):
         raise ValueError(f"unknown combine {config.combine!r}")
     if config.combine == "shrink" and not paper:
-        anchor = _anchor_index(predictions, y, names, config)
+        anchor = _anchor_index(predictions, y, names, config, regions)
         weights, lam = shrunk_stack_weights(predictions, y, anchor, folds=config.stack_folds,
                                             steps=config.shrink_steps, seed=seed,
-                                            loss=config.shrink_loss)
+                                            loss=config.shrink_loss, regions=regions)
     else:
-        weights = convex_weights(predictions, y)
+        weights = convex_weights(predictions, y, regions)
     weights[weights < config.min_weight] = 0.0
     return weights / weights.sum(), lam
 
@@ -807,18 +888,20 @@ class TaskEvaluation:
 def make_fit_predict(embeddings: np.ndarray | None, semantic: np.ndarray | None,
                      features: np.ndarray | dict[str, np.ndarray] | None, *, seed: int = 0,
                      device: str = "cpu", config: PredictorConfig | None = None,
-                     fitted_model: bool = False, **options: Any):
+                     fitted_model: bool = False, weights: np.ndarray | None = None,
+                     **options: Any):
     """A `fit_predict` for `cross_val_predict_pooled` running `fit_task` on each fold.
 
     `options` may hold PredictorConfig fields (e.g. prompt4re=True, inner_folds=3). With
     `fitted_model`, it returns the fold's FittedTask instead of (predictions, description).
+    `weights` (N,): the target's region weights (`TaskInputs.weights`).
     """
     if options:
         known = {k: v for k, v in options.items() if k in PredictorConfig.__dataclass_fields__}
         config = PredictorConfig(**{**(config.__dict__ if config else {}), **known})
 
     def fit_predict(_inputs, y, train_index, predict_index, *, selection_index=None):
-        inputs = TaskInputs(embeddings, semantic, features, y)
+        inputs = TaskInputs(embeddings, semantic, features, y, weights)
         protocol = "paper" if selection_index is not None else "clean"
         fitted = fit_task(inputs, train_index, protocol=protocol, seed=seed, config=config,
                           selection_index=selection_index, device=device)
@@ -852,9 +935,10 @@ def evaluate_task(inputs: TaskInputs, *, folds: int = 10, shuffle: bool = False,
         return predicted, fitted.describe()
 
     base = make_fit_predict(inputs.embeddings, inputs.semantic, inputs.raw_features, seed=seed,
-                            device=device, config=config, fitted_model=True)
+                            device=device, config=config, fitted_model=True,
+                            weights=inputs.weights)
     pooled = cross_val_predict_pooled(fit_predict, None, y, splits=splits, protocol=protocol,
-                                      predict_unlabelled=False)
+                                      predict_unlabelled=False, weights=inputs.weights)
     final = fit_task(inputs, labelled, protocol="clean", seed=seed, config=config, device=device)
     unlabelled = np.flatnonzero(~np.isfinite(y))
     if len(unlabelled):

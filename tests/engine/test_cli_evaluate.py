@@ -61,3 +61,46 @@ def test_every_r2_comes_with_its_interval_and_the_default_with_its_paired_gap_to
         gap = (f"{versus['difference']:+.3f}, 95% paired interval [{versus['low']:+.3f}, "
                f"{versus['high']:+.3f}], lower error on {versus['folds_better']} of 3 folds")
         assert gap in result["summary"] and gap in report
+
+
+def test_a_weighted_target_reports_weighted_figures_beside_the_plain_ones(tiny_layers,
+                                                                          tmp_path):
+    """`--target-weight crime=price`: crime is fitted by weighted least squares, and its entry
+    holds the weighted R² of every method and the default against the weighted bar; the
+    unweighted target is untouched."""
+    _, out = _evaluate(tiny_layers, tmp_path, "--target-weight", "crime=price")
+    metrics = json.loads((out / "metrics.json").read_text())
+    crime, price = metrics["tasks"]["crime"], metrics["tasks"]["price"]
+    assert crime["weights"]["field"] == "price"
+    assert metrics["dataset"]["targets"]["crime"]["weight_field"] == "price"
+    assert "raw features, weighted RidgeCV (tuned in training folds)" in crime["methods"]
+    for scores in crime["methods"].values():
+        assert {"R2_weighted", "MAE_weighted", "RMSE_weighted"} <= set(scores)
+        low, high = scores["R2_weighted_interval"]
+        assert low < high
+    versus = crime["versus_weighted_bar"]
+    method, bar = crime["methods"][versus["method"]], crime["methods"][versus["bar"]]
+    assert versus["difference"] == pytest.approx(method["R2_weighted"] - bar["R2_weighted"],
+                                                 abs=1e-9)
+    assert "weights" not in price and "versus_weighted_bar" not in price
+    assert all("R2_weighted" not in scores for scores in price["methods"].values())
+
+
+@pytest.mark.parametrize(("weight", "words"), [
+    ("crime=pop", ["pop", "1 region(s) with a value of 'crime' have no weight above 0"]),
+    ("crime=name", ["name", "not numbers (weight)"]),
+    ("crime=crime", ["its own weight"]),
+    ("zone=price", ["not a target"]),
+])
+def test_a_bad_weight_field_is_an_input_error_naming_it(tiny_layers, tmp_path, weight, words):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(tiny_layers))
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "evaluate", "--job", str(job), "--target-weight",
+         weight, "--language-model", "none", "--out-dir", str(tmp_path / "out")],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    for word in words:
+        assert word in done.stderr + done.stdout
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []  # nothing written

@@ -35,7 +35,8 @@ def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gp
     result = run("learn_and_predict", {
         "REGIONS": regions_gpkg, "ID_FIELD": "region_id", "POINTS": points_gpkg,
         "POINT_CATEGORY_FIELD": "category", "TARGETS": ["crime", "check_in"],
-        "TASK_DESCRIPTIONS": "crime: crimes reported per region", "LANGUAGE_MODEL": "minilm",
+        "TASK_DESCRIPTIONS": "crime: crimes reported per region",
+        "TARGET_WEIGHTS": "check_in = region_id", "LANGUAGE_MODEL": "minilm",
         "EMBEDDING_SIZE": 4, "FOLDS": 3, "SHUFFLE": False, "SEED": 5, "CLASS_FIELD": "name",
         "CLUSTERS": 3, "MOBILITY_WEIGHTING": "trips", "OUTPUT": str(tmp_path / "out.gpkg"),
         "MODEL_OUTPUT": str(tmp_path / "model"),
@@ -56,6 +57,7 @@ def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gp
     assert job["regions"]["id_field"] == "region_id" and job["targets"] == ["crime", "check_in"]
     assert job["points"][0]["category_field"] == "category"
     assert job["task_descriptions"] == {"crime": "crimes reported per region"}
+    assert job["target_weights"] == {"check_in": "region_id"}
     assert job["language_model"] == "minilm" and job["folds"] == 3 and job["shuffle"] is False
     assert job["seed"] == 5 and job["embedding_size"] == 4
     assert job["classes"] == ["name"] and job["clusters"] == 3
@@ -122,6 +124,92 @@ def test_memory_layer_and_selection_are_exported_for_the_engine(fake_engine, tmp
         assert sorted(f["region_id"] for f in output.getFeatures()) == [100, 101, 102, 103]
     finally:
         QgsProject.instance().removeMapLayer(memory.id())
+
+
+def job_sent(fake_engine) -> dict:
+    argv = fake_engine.record()["argv"]
+    return json.loads(Path(argv[argv.index("--job") + 1]).read_text())
+
+
+@pytest.mark.parametrize("algorithm", ["learn_and_predict", "train_model",
+                                       "build_region_features"])
+def test_target_weights_is_an_optional_multiline_parameter_beside_task_descriptions(provider,
+                                                                                     algorithm):
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+
+    definition = QgsApplication.processingRegistry().algorithmById(f"topt:{algorithm}")
+    names = [p.name() for p in definition.parameterDefinitions()]
+    assert names.index("TARGET_WEIGHTS") == names.index("TASK_DESCRIPTIONS") + 1
+    weights = definition.parameterDefinition("TARGET_WEIGHTS")
+    descriptions = definition.parameterDefinition("TASK_DESCRIPTIONS")
+    assert weights.type() == "string" and weights.multiLine()
+    assert weights.flags() & QgsProcessingParameterDefinition.FlagOptional
+    assert (weights.flags() & QgsProcessingParameterDefinition.FlagAdvanced) == \
+        (descriptions.flags() & QgsProcessingParameterDefinition.FlagAdvanced)
+    assert "crime_rate: population" in weights.description()
+
+
+def test_the_weight_field_is_sent_as_a_weight_only(fake_engine, regions_gpkg, tmp_path):
+    run("learn_and_predict", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                              "TARGETS": ["crime"], "EMBEDDING_SIZE": 2,
+                              "OUTPUT": str(tmp_path / "plain.gpkg")})
+    assert job_sent(fake_engine)["target_weights"] == {}  # none given: always the key, empty
+    run("learn_and_predict", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                              "TARGETS": ["crime"], "TARGET_WEIGHTS": "\ncrime: check_in\n",
+                              "EMBEDDING_SIZE": 2, "OUTPUT": str(tmp_path / "weighted.gpkg")})
+    job = job_sent(fake_engine)
+    assert job["target_weights"] == {"crime": "check_in"}
+    assert job["regions"]["fields"] == [] and job["targets"] == ["crime"]
+
+
+def test_weights_of_an_exported_selection_are_checked_against_its_fields(fake_engine, tmp_path):
+    from qgis.core import (
+        QgsProcessingException,
+        QgsProcessingFeatureSourceDefinition,
+        QgsProject,
+        QgsVectorLayer,
+    )
+
+    layer = QgsVectorLayer(make_regions(tmp_path / "src.gpkg"), "picked", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        layer.selectByExpression('"region_id" < 106')
+        selection = QgsProcessingFeatureSourceDefinition(layer.id(), True)
+        run("learn_and_predict", {"REGIONS": selection, "ID_FIELD": "region_id",
+                                  "TARGETS": ["crime"], "TARGET_WEIGHTS": "crime: check_in",
+                                  "EMBEDDING_SIZE": 2, "OUTPUT": str(tmp_path / "sel.gpkg")})
+        job = job_sent(fake_engine)
+        assert job["regions"]["path"].endswith("inputs.gpkg")
+        assert job["target_weights"] == {"crime": "check_in"}
+        with pytest.raises(QgsProcessingException) as raised:
+            run("learn_and_predict", {"REGIONS": selection, "ID_FIELD": "region_id",
+                                      "TARGETS": ["crime"], "TARGET_WEIGHTS": "crime: people",
+                                      "OUTPUT": str(tmp_path / "never.gpkg")})
+        assert "line 1" in str(raised.value) and "'people'" in str(raised.value)
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+
+
+@pytest.mark.parametrize(("weights", "said"), [
+    ("crime population", ["line 1", "'target: weight field'"]),
+    ("\ncheck_in: region_id", ["line 2", "'check_in'", "not one of the chosen target fields"]),
+    ("crime: people", ["line 1", "'people'", "not a field of the region layer"]),
+    ("crime: name", ["line 1", "'name'", "not numeric"]),
+    ("crime = crime", ["line 1", "'crime'", "its own weight"]),
+], ids=["malformed", "not-a-target", "missing-field", "text-field", "the-target-itself"])
+def test_a_bad_target_weight_stops_the_run_before_the_engine(fake_engine, regions_gpkg, tmp_path,
+                                                             weights, said):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException) as raised:
+        run("learn_and_predict", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                                  "TARGETS": ["crime"], "TARGET_WEIGHTS": weights,
+                                  "OUTPUT": str(tmp_path / "never.gpkg")})
+    message = str(raised.value)
+    for part in said:
+        assert part in message, (part, message)
+    assert not fake_engine.record_file.exists()  # the engine never ran
+    assert not (tmp_path / "never.gpkg").exists()
 
 
 def test_engine_gets_argument_list_clean_environment_and_importable_source(fake_engine,

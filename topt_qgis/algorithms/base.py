@@ -125,6 +125,10 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
             self.addParameter(QgsProcessingParameterString(
                 "TASK_DESCRIPTIONS", tr("Task descriptions, one per line: 'target: what it "
                                         "measures'"), multiLine=True, optional=True))
+            self.addParameter(QgsProcessingParameterString(
+                "TARGET_WEIGHTS", tr("Weight field per target, one per line: 'target: weight "
+                                     "field' (e.g. 'crime_rate: population'; regions with a "
+                                     "larger weight count more)"), multiLine=True, optional=True))
         name_field = QgsProcessingParameterField(
             "NAME_FIELD", tr("Region name or address field (for the language model)"),
             parentLayerParameterName="REGIONS", optional=True)
@@ -204,7 +208,8 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
                        fields=self.parameterAsFields(parameters, "REGION_FIELDS", context))
         job: dict[str, Any] = {"regions": regions, "points": [], "landuse": [], "trips": [],
                                "rasters": [], "targets": [], "classes": [],
-                               "task_descriptions": {}, "image_raster": None, "benchmark": None}
+                               "task_descriptions": {}, "target_weights": {},
+                               "image_raster": None, "benchmark": None}
         points = jobs.vector_input(self, parameters, "POINTS", context, feedback, work_dir)
         if points:
             job["points"].append({**points, "category_field": field("POINT_CATEGORY_FIELD"),
@@ -228,6 +233,10 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
             job["targets"] = self.parameterAsFields(parameters, "TARGETS", context)
             job["task_descriptions"] = jobs.parse_task_descriptions(
                 self.parameterAsString(parameters, "TASK_DESCRIPTIONS", context), job["targets"])
+            # The weight field is named only here, never added to the input fields (REGION_FIELDS).
+            job["target_weights"] = jobs.parse_target_weights(
+                self.parameterAsString(parameters, "TARGET_WEIGHTS", context), job["targets"],
+                self.parameterAsSource(parameters, "REGIONS", context).fields())
         if field("CLASS_FIELD"):
             job["classes"] = [field("CLASS_FIELD")]
             if self.parameterDefinition("CLUSTERS") is not None:

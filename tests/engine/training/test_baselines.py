@@ -97,3 +97,42 @@ def test_gbm_tunes_inside_the_training_fold():
                                       clip_negative=False)
     assert result.metrics["r2"] > 0.8
     assert all(info["setting"] in (0, 1) for info in result.fold_info)
+
+
+def test_weighted_leave_one_out_equals_weighted_refits_without_each_region():
+    """Region weights (a rate's population): the closed form is weighted least squares, and
+    its leave-one-out error is that of weighted refits without each region."""
+    from engine.training.baselines import training_weights
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(25, 8))
+    y = X[:, 0] * 3 + rng.normal(size=25) + 5
+    w = training_weights(rng.uniform(0.2, 5.0, size=25), 25)
+    model = LeaveOneOutRidge(alphas=np.array([0.1, 3.0, 100.0])).fit(X, y, weights=w)
+    brute = []
+    for alpha in model.alphas:
+        residuals = []
+        for i in range(25):
+            keep = np.arange(25) != i
+            fit = Ridge(alpha=alpha).fit(X[keep], y[keep], sample_weight=w[keep])
+            residuals.append(y[i] - fit.predict(X[i:i + 1])[0])
+        brute.append(np.mean(w * np.square(residuals)))
+    assert np.allclose(model.loo_mse_, brute)
+    full = Ridge(alpha=model.alpha_).fit(X, y, sample_weight=w)
+    assert np.allclose(model.predict(X), full.predict(X))
+    unweighted = LeaveOneOutRidge(alphas=model.alphas).fit(X, y)
+    assert not np.allclose(unweighted.loo_mse_, model.loo_mse_)
+
+
+def test_weighted_bar_scores_weighted_metrics():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60, 4))
+    population = rng.uniform(100, 10000, size=60)
+    y = X[:, 0] + rng.normal(size=60) * 30 / np.sqrt(population)  # small places are noisy
+    result = cross_val_predict_pooled(ridge_cv_fit_predict(weights=population), X, y, folds=5,
+                                      weights=population)
+    assert set(result.metrics) >= {"r2", "r2_weighted", "mae_weighted", "rmse_weighted"}
+    error = result.predictions - y
+    expected = 1 - (population @ error**2) / (
+        population @ (y - population @ y / population.sum()) ** 2)
+    assert result.metrics["r2_weighted"] == pytest.approx(expected)

@@ -204,13 +204,13 @@ def test_candidates_share_one_decomposition_per_block_and_training_set(city, mon
     calls = {"svd": 0, "kernel": 0}
     svd, eigh = predictor.centred_svd, predictor._kernel_eigh
 
-    def counted_svd(X):
+    def counted_svd(X, weights=None):
         calls["svd"] += 1
-        return svd(X)
+        return svd(X, weights)
 
-    def counted_eigh(A, widths):
+    def counted_eigh(A, widths, weights=None):
         calls["kernel"] += 1
-        return eigh(A, widths)
+        return eigh(A, widths, weights)
 
     monkeypatch.setattr(predictor, "centred_svd", counted_svd)
     monkeypatch.setattr(predictor, "_kernel_eigh", counted_eigh)
@@ -364,3 +364,66 @@ def test_a_blend_beyond_the_training_labels_is_held_inside_them_unless_the_ancho
                                                        PREDICTION_BEYOND]
     fitted.label_min = None  # a model saved before the lower bound existed
     assert np.allclose(fitted.predict(np.arange(4)), [5.0, 10.0, -3.0, 11.0])
+
+
+def test_weighted_kernel_ridge_is_kernel_ridge_on_repeated_regions():
+    """Integer region weights act as repeated regions: the weighted kernel ridge predicts new
+    regions as the unweighted one on the repeated rows does (same width, penalty in the same
+    units), and its leave-one-out prediction is the fit without all copies of the region."""
+    from engine.training.predictor import _kernel_candidate, _squared_distances
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(30, 3))
+    y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=30)
+    copies = rng.integers(1, 4, size=30)
+    weighted = _kernel_candidate("kernel[x|raw]", X, "raw", (1.0,), (0.1,),
+                                 weights=copies.astype(float))
+    _, loo = weighted.fit_loo(np.arange(30), y)
+    gamma = weighted.info["gamma"]
+    scale = copies.sum() / 30  # the weights are rescaled to mean 1: the penalty's unit
+    for i in (0, 10, 29):
+        rows = np.repeat(np.arange(30), copies)
+        rows = rows[rows != i]
+        d = _squared_distances(X[rows], X[rows])
+        width = gamma * float(np.median(d[d > 0]))
+        stacked = np.concatenate([X, X[rows]])  # region i first, then the repeated others
+        plain = _kernel_candidate("kernel[x|raw]", stacked, "raw", (width,), (0.1 * scale,))
+        refit = plain.fit(np.arange(30, 30 + len(rows)), np.concatenate([y, y[rows]]))
+        assert loo[i] == pytest.approx(refit(np.array([i]))[0], rel=1e-6, abs=1e-8)
+
+
+def _noisy_rates(seed: int):
+    """Regions whose rate is a function of the inputs, observed as counts / population: the
+    small places' rates are noisy (Poisson), the large places' exact to a few percent."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(150, 5))
+    rate = np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]) / 100
+    population = np.exp(rng.uniform(np.log(50), np.log(50000), size=150))
+    observed = rng.poisson(rate * population) / population
+    return X, rate, population, observed
+
+
+def test_region_weights_recover_a_rate_that_small_places_blur():
+    """A rate weighted by population is fitted closer to the true rate, and the weighted R²
+    says so; no label outside the training fold is read (clean protocol)."""
+    for seed in range(3):
+        X, rate, population, observed = _noisy_rates(seed)
+        features = {"raw": X, "robust": X}
+        plain = evaluate_task(TaskInputs(None, None, features, observed), folds=5)
+        weighted = evaluate_task(TaskInputs(None, None, features, observed, population),
+                                 folds=5)
+        assert "r2_weighted" in weighted.metrics and "r2_weighted" not in plain.metrics
+
+        def error(prediction, population=population, rate=rate):  # weighted, to the true rate
+            return float(population @ (prediction - rate) ** 2)
+
+        assert error(weighted.pooled.predictions) < error(plain.pooled.predictions), seed
+
+
+def test_missing_or_zero_weights_of_labelled_regions_are_refused():
+    from engine.errors import InputError
+
+    X, _, population, observed = _noisy_rates(1)
+    population[[3, 8]] = [0.0, np.nan]
+    with pytest.raises(InputError, match="2 labelled regions have a weight"):
+        fit_task(TaskInputs(None, None, {"raw": X}, observed, population), np.arange(150))
