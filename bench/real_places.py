@@ -11,7 +11,10 @@ comparisons as `bench.versus` (the default against the bar, against itself witho
 the prompt vectors, and that features-only default against the bar), 10 folds unshuffled (the
 file's order) and shuffled (seed 2024).
 
-The targets and fields were fixed from each dataset's literature before any result was seen.
+The targets and fields were fixed from each dataset's literature before any result was seen;
+so were the weights of the rates and the ratio (their denominators: population, births,
+expected deaths; added on 2026-12-07 with the engine's region weights, before any weighted
+result was seen), each such target run both unweighted and weighted.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class RealPlace:
     table: tuple[str, str, str] | None = None
     # (name, numerator, denominator): a ratio field made as a user would with the field calculator
     ratios: tuple[tuple[str, str, str], ...] = ()
+    # (target, weight field): a rate's or ratio's natural weight (its denominator), run both
+    # unweighted and weighted (`--target-weight`); the counts stay unweighted
+    weights: tuple[tuple[str, str], ...] = ()
 
 
 REAL_PLACES = (
@@ -47,15 +53,17 @@ REAL_PLACES = (
               "from population, rural, elderly, foreign-born, poverty and black shares (the "
               "geographically weighted regression example of Fotheringham, Brunsdon and "
               "Charlton, 2002)", "G_utm.shp", "EPSG:26916", "AreaKey", None,
-              ("TotPop90", "PctRural", "PctEld", "PctFB", "PctPov", "PctBlack"), ("PctBach",)),
+              ("TotPop90", "PctRural", "PctEld", "PctFB", "PctPov", "PctBlack"), ("PctBach",),
+              weights=(("PctBach", "TotPop90"),)),
     RealPlace("north_carolina", "North Carolina's 100 counties, 1979-84: sudden infant deaths "
               "(count and rate per 1,000 births) from births and non-white births (Cressie, "
               "1993)", "sids2.shp", "EPSG:4326", "FIPSNO", "NAME", ("BIR79", "NWBIR79"),
-              ("SID79", "SIDR79")),
+              ("SID79", "SIDR79"), weights=(("SIDR79", "BIR79"),)),
     RealPlace("st_louis", "78 counties around St. Louis, 1988-93: homicides (rate per 100,000 "
               "and count) from resource deprivation, police expenditure and population "
               "(Messner et al., 1999)", "stl_hom.shp", "EPSG:4326", "FIPSNO", "NAME",
-              ("RDAC90", "PE87", "PO8893"), ("HR8893", "HC8893")),
+              ("RDAC90", "PE87", "PO8893"), ("HR8893", "HC8893"),
+              weights=(("HR8893", "PO8893"),)),
     RealPlace("tokyo", "262 municipalities of the Tokyo metropolitan area, 1990: deaths at "
               "working age (25-64; the count, and the standardised mortality ratio, observed "
               "over expected deaths) from the expected deaths, the shares of professional "
@@ -64,7 +72,8 @@ REAL_PLACES = (
               "2005)", "tokyomet262.shp", "EPSG:30166", "GEOCODE", "AREANAME",
               ("eb2564", "OCC_TEC", "OWNH", "POP65", "UNEMP"), ("db2564", "SMR2564"),
               table=("Tokyomortality.csv", "IDnum0", "AreaID"),
-              ratios=(("SMR2564", "db2564", "eb2564"),)),
+              ratios=(("SMR2564", "db2564", "eb2564"),),
+              weights=(("SMR2564", "eb2564"),)),
 )
 CRS_NOTE = ("Georgia's file is in UTM zone 16N (its Latitude / Longitud fields agree to 0.01 "
             "degrees); North Carolina's and St. Louis's are longitudes and latitudes, read as "
@@ -98,7 +107,8 @@ def place_dataset(place: RealPlace, folder: Path):
     path = place_layer(place, folder)
     regions = {"path": str(path), "layer": place.name, "id_field": place.id_field,
                "name_field": place.name_field, "fields": list(place.fields)}
-    return build_dataset(DataSpec(regions=regions, targets=list(place.targets)))
+    return build_dataset(DataSpec(regions=regions, targets=list(place.targets),
+                                  target_weights=dict(place.weights)))
 
 
 def run_real_places(*, seeds: tuple[int, ...] = (0, 1, 2), places=REAL_PLACES,
@@ -120,6 +130,7 @@ def run_real_places(*, seeds: tuple[int, ...] = (0, 1, 2), places=REAL_PLACES,
             out["places"].append({"name": place.name, "about": place.about,
                                   "file": place.file, "crs": place.crs,
                                   "regions": result["regions"], "fields": list(place.fields),
+                                  "weights": dict(place.weights),
                                   "tasks": result["tasks"], "srel_epochs": result["srel_epochs"],
                                   "shuffle_seed": result["shuffle_seed"]})
             out["rows"] += [{"place": place.name, **row} for row in result["rows"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.sweep import memory_exponent
-from bench.versus import COMPARISONS
+from bench.versus import COMPARISONS, WEIGHTED_COMPARISONS
 from engine.tasks import BAR, BASELINE_NAMES, METHOD_DEFAULT
 from engine.training.cv import LITERATURE_SEED
 from engine.training.metrics import versus_text
@@ -525,9 +525,10 @@ def quality_goal_rows(quality: dict | None, versus: dict | None) -> list[str]:
 
 
 def _paired_cells(r: dict) -> str:
-    """A paired comparison's table cells: the two models, their R², the difference and its
-    interval."""
-    return (f"{r['model']} vs {r['other']} | {r['r2_model']:.3f} | {r['r2_other']:.3f} | "
+    """A paired comparison's table cells: the two models, their R² (weighted R², said so, for
+    a target with region weights), the difference and its interval."""
+    metric = " (weighted R²)" if r.get("metric") == "r2_weighted" else ""
+    return (f"{r['model']} vs {r['other']}{metric} | {r['r2_model']:.3f} | {r['r2_other']:.3f} | "
             f"{r['difference']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}]")
 
 
@@ -618,14 +619,19 @@ def real_places_section(real: dict | None) -> list[str]:
     for place in real.get("places", []):
         lines.append(f"- **{place['name']}** ({place['regions']} regions): {place['about']}. "
                      f"Fields {', '.join(place['fields'])}; targets "
-                     f"{', '.join(place['tasks'])}.")
+                     f"{', '.join(place['tasks'])}"
+                     + "".join(f"; {target} also weighted by {field}"
+                               for target, field in place.get("weights", {}).items()) + ".")
     lines += ["", "| place | task | split | comparison | R² | R² other | difference "
               "| 95% interval | folds |", "|---|---|---|---|---|---|---|---|---|"]
     for r in real["rows"]:
         lines.append(f"| {r['place']} | {r['task']} | {r['split']} | {_paired_cells(r)} | "
                      f"{r['folds_better']} of {r['folds']} |")
     lines.append("")
-    for name, model, other in COMPARISONS:
+    weighted = [(name, model, other + (" (weighted R²)" if metric == "r2_weighted" else
+                                       " (plain R²)"))
+                for name, model, other, metric in WEIGHTED_COMPARISONS]
+    for name, model, other in [*COMPARISONS, *weighted]:
         rows = [r for r in real["rows"] if r["comparison"] == name]
         if rows:
             mean = sum(r["difference"] for r in rows) / len(rows)

@@ -43,6 +43,16 @@ COMPARISONS = (
     ("features_only_vs_bar", "the default without SREL and prompt vectors",
      "the bar (raw features -> RidgeCV)"),
 )
+# For a target with region weights (a rate's population): the default fitted with them, against
+# the bar fitted with them, the plain bar and the plain default; (name, model, other, metric)
+WEIGHTED = "engine default, weighted"
+WEIGHTED_BAR = "the bar, weighted (weighted RidgeCV)"
+WEIGHTED_COMPARISONS = (
+    ("weighted_vs_weighted_bar", WEIGHTED, WEIGHTED_BAR, "r2_weighted"),
+    ("weighted_vs_bar", WEIGHTED, "the bar (raw features -> RidgeCV)", "r2_weighted"),
+    ("weighted_vs_default", WEIGHTED, "engine default", "r2_weighted"),
+    ("weighted_vs_bar_plain_r2", WEIGHTED, "the bar (raw features -> RidgeCV)", "r2"),
+)
 
 
 def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 2),
@@ -54,7 +64,8 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
     """Every comparison of `COMPARISONS`, per task and split, on the benchmark folder `data`
     (or a RegionDataset, e.g. a synthetic city): `folds` unshuffled and shuffled (seed 2024);
     `literature_shuffle` says which of the two is the city's literature split (the one the
-    goals read), `city` which city's rule for zero targets the folder is read with."""
+    goals read), `city` which city's rule for zero targets the folder is read with. A task
+    with region weights (`dataset.target_weights`) adds the rows of `WEIGHTED_COMPARISONS`."""
     import torch
 
     from bench.quality import method_fit_predict
@@ -108,15 +119,29 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
                     [p.predictions[evaluated] for p in alone],
                 "the bar (raw features -> RidgeCV)": [bar.predictions[evaluated]],
             }
-            r2 = {name: float(np.mean([regression_metrics(y[evaluated], p)["r2"]
-                                       for p in values]))
-                  for name, values in predictions.items()}
-            for name, model, other in COMPARISONS:
+            comparisons = [(*c, "r2") for c in COMPARISONS]
+            weights = getattr(dataset, "target_weights", {}).get(task)
+            if weights is not None:
+                weighted_options = {**options, "weights": weights}
+                predictions[WEIGHTED_BAR] = [pooled_prediction(
+                    ridge_cv_fit_predict(weights=weights), literature, y,
+                    **split_folds).predictions[evaluated]]
+                predictions[WEIGHTED] = [pooled_prediction(
+                    method_fit_predict(embeddings[s], semantic, features, seed=s, device=device,
+                                       options=weighted_options), None, y,
+                    **split_folds).predictions[evaluated] for s in seeds]
+                comparisons += WEIGHTED_COMPARISONS
+            for name, model, other, metric in comparisons:
+                w = weights[evaluated] if metric == "r2_weighted" else None
                 compared = paired_r2_difference(y[evaluated], predictions[model],
-                                                predictions[other], bar.fold[evaluated])
+                                                predictions[other], bar.fold[evaluated],
+                                                weights=w)
+                scores = {m: float(np.mean([regression_metrics(y[evaluated], p, w)[metric]
+                                            for p in predictions[m]])) for m in (model, other)}
                 out["rows"].append({"task": task, "split": split, "comparison": name,
-                                    "model": model, "other": other, "r2_model": r2[model],
-                                    "r2_other": r2[other], **compared})
+                                    "model": model, "other": other, "metric": metric,
+                                    "r2_model": scores[model], "r2_other": scores[other],
+                                    **compared})
                 log(f"  {task:<13} {split:<10} {name:<26} {compared['difference']:+.4f} "
                     f"[{compared['low']:+.4f}, {compared['high']:+.4f}]")
     return out

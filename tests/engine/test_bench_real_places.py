@@ -30,6 +30,14 @@ def test_each_place_reads_as_a_region_layer_where_it_is(place, tmp_path):
     # The view holds the fields and never a target.
     columns = [c for view in dataset.views.values() for c in view.columns]
     assert set(columns) == set(place.fields)
+    # A rate's weight is its denominator, read from the layer: > 0 in every region.
+    assert set(dataset.target_weights) == {target for target, _ in place.weights}
+    for target, weight_field in place.weights:
+        assert (dataset.target_weights[target] > 0).all()
+        if weight_field in place.fields:
+            column = dataset.views["fields"].columns.index(weight_field)
+            assert np.array_equal(dataset.views["fields"].matrix[:, column],
+                                  dataset.target_weights[target])
     centroids = dataset.geometry.to_crs(dataset.geometry.estimate_utm_crs()).centroid
     lonlat = centroids.to_crs("EPSG:4326")
     (west, east), (south, north) = BOUNDS[place.name]

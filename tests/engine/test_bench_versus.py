@@ -209,3 +209,29 @@ def test_one_region_holding_most_of_the_variance_does_not_blow_the_interval_up()
     # The two models' R² on all regions lie in [0, 1]; no resample may say they differ by more.
     assert 0 < _r2(y, other[0]) < _r2(y, model[0]) < 1
     assert out["high"] - out["low"] < 1.0
+
+
+def test_a_weighted_task_adds_the_weighted_comparisons_in_weighted_r2(tmp_path):
+    from engine.data.benchmark import load_benchmark_folder
+    from tests.engine.test_bench_smoke import _benchmark_folder
+
+    torch.set_num_threads(1)
+    data = tmp_path / "city"
+    data.mkdir()
+    _benchmark_folder(data, n=40)
+    dataset = load_benchmark_folder(data)
+    dataset.target_weights = {"crime": np.linspace(1.0, 50.0, dataset.n_regions)}
+    out = run_versus(dataset, seeds=(0,), tasks=("crime", "check_in"), folds=4,
+                     language_model="none", srel_epochs=2, cache_dir=str(tmp_path / "cache"),
+                     log=lambda message: None)
+    weighted = [r for r in out["rows"] if r["comparison"].startswith("weighted_")]
+    assert len(out["rows"]) == 2 * 2 * 3 + len(weighted) and len(weighted) == 2 * 4
+    assert {r["task"] for r in weighted} == {"crime"}
+    for row in weighted:
+        assert row["difference"] == pytest.approx(row["r2_model"] - row["r2_other"])
+    by = {(r["split"], r["comparison"]): r for r in out["rows"] if r["task"] == "crime"}
+    plain, weighted_r2 = by["shuffled", "weighted_vs_bar_plain_r2"], by["shuffled",
+                                                                        "weighted_vs_bar"]
+    assert plain["metric"] == "r2" and weighted_r2["metric"] == "r2_weighted"
+    assert plain["r2_other"] == by["shuffled", "default_vs_bar"]["r2_other"]  # the same bar
+    assert weighted_r2["r2_other"] != plain["r2_other"]  # ... scored with the weights
