@@ -113,20 +113,34 @@ def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
                  + ", ".join(f"{n} ({v['width']})" for n, v in summary["views"].items())
                  + f"; device {html.escape(str(metrics.get('device', '')))}; "
                  f"{html.escape(str(metrics.get('folds', '')))} folds.</p>")
-    rows, versus = [], []
+    rows, versus, weighted = [], [], False
     for target, entry in metrics.get("tasks", {}).items():
+        weight_field = (entry.get("weights") or {}).get("field")
         for method, scores in entry.get("methods", {}).items():
             interval = scores.get("R2_interval")
-            rows.append({"target": target, "method": method, **scores,
+            weighted_interval = scores.get("R2_weighted_interval")
+            rows.append({"target": target + (f" (weights: {weight_field})" if weight_field
+                                             else ""),
+                         "method": method, **scores,
                          "R2 95% interval": (f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-                                             if interval else "")})
-        if entry.get("versus_bar"):
-            versus.append(f"<li>{html.escape(target)}: {html.escape(entry['versus_bar']['method'])}"
-                          f" minus {html.escape(entry['versus_bar']['bar'])}: "
-                          f"{html.escape(versus_text(entry['versus_bar']))}</li>")
+                                             if interval else ""),
+                         "weighted R2": scores.get("R2_weighted", ""),
+                         "weighted R2 95% interval": (
+                             f"[{weighted_interval[0]:.3f}, {weighted_interval[1]:.3f}]"
+                             if weighted_interval else "")})
+        weighted = weighted or weight_field is not None
+        for key in ("versus_bar", "versus_weighted_bar"):
+            if entry.get(key):
+                metric = " (weighted R2)" if key == "versus_weighted_bar" else ""
+                versus.append(f"<li>{html.escape(target)}: {html.escape(entry[key]['method'])}"
+                              f" minus {html.escape(entry[key]['bar'])}{metric}: "
+                              f"{html.escape(versus_text(entry[key]))}</li>")
     if rows:
         parts.append("<h2>Metrics (pooled held-out predictions)</h2>")
-        parts.append(_table(rows, ["target", "method", "MAE", "RMSE", "R2", "R2 95% interval"]))
+        columns = ["target", "method", "MAE", "RMSE", "R2", "R2 95% interval"]
+        if weighted:
+            columns += ["weighted R2", "weighted R2 95% interval"]
+        parts.append(_table(rows, columns))
         parts.append("<p>The intervals come from a bootstrap over the held-out regions (2,000 "
                      "resamples, the fitted models held fixed): how sure each figure is on "
                      "these regions. The paired difference below resamples the same regions "

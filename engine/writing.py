@@ -74,11 +74,16 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
         for method, s in entry["methods"].items():
             interval = (f" [{s['R2_interval'][0]:6.3f}, {s['R2_interval'][1]:6.3f}]"
                         if s.get("R2_interval") else "")
+            weighted = (f"  weighted R2 {s['R2_weighted']:6.3f}" if "R2_weighted" in s else "")
             lines.append(f"{target:<16} {method:<52} MAE {s['MAE']:10.2f}  RMSE {s['RMSE']:10.2f}"
-                         f"  R2 {s['R2']:6.3f}{interval}")
+                         f"  R2 {s['R2']:6.3f}{interval}{weighted}")
         if entry.get("versus_bar"):
             lines.append(f"{target:<16} {'the default minus the bar (R2, paired)':<52} "
                          f"{versus_text(entry['versus_bar'])}")
+        if entry.get("versus_weighted_bar"):
+            label = "the default minus the weighted bar (weighted R2)"
+            lines.append(f"{target:<16} {label:<52} "
+                         f"{versus_text(entry['versus_weighted_bar'])}")
         if (entry.get("extrapolation") or {}).get("regions"):
             label = f"extrapolations (field {EXTRAPOLATION_PREFIX}{target})"
             lines.append(f"{target:<16} {label:<52} "

@@ -128,6 +128,12 @@ class PredictorConfig:
     # beyond it the blend's kernel and log-target members extrapolate beyond anything their
     # selection saw (kernels fall back to the mean or run on, log models grow exponentially).
     extrapolation_guard: bool = True
+    # How a target's region weights w (TaskInputs.weights: a rate's population, a ratio's
+    # expected count) enter the fit. "precision": each region's error variance is modelled as
+    # tau^2 + sigma^2 / w (between-region error plus sampling noise, fitted to the anchor's
+    # leave-one-out residuals of the training regions) and the fit weighs each region by the
+    # inverse of that (`precision_weights`); "as_given": w itself.
+    weighting: str = "precision"
 
 
 CANDIDATE_LOG_CAP = 1.0  # a log1p candidate predicts at most the largest training label
@@ -700,6 +706,12 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
                          hint="Give a target with more labelled regions.")
     non_negative = bool((y[train] >= 0).all())
     region_weights = _checked_weights(inputs, train, selection_index)
+    if region_weights is not None and config.weighting == "precision":
+        region_weights = precision_weights(inputs, config, train, region_weights)
+        inputs = TaskInputs(inputs.embeddings, inputs.semantic, inputs.raw_features, inputs.y,
+                            region_weights)
+    elif region_weights is not None and config.weighting != "as_given":
+        raise ValueError(f"unknown weighting {config.weighting!r}")
     shared = SharedDecompositions()
     candidates = build_candidates(inputs, config, non_negative=non_negative, seed=seed,
                                   device=device, shared=shared)
@@ -778,6 +790,33 @@ def _checked_weights(inputs: TaskInputs, train: np.ndarray,
                          hint="Give every labelled region a weight > 0 (its population, its "
                          "expected count), or leave the target unweighted.")
     return weights
+
+
+def precision_weights(inputs: TaskInputs, config: PredictorConfig, train: np.ndarray,
+                      weights: np.ndarray) -> np.ndarray:
+    """(N,) 1 / (tau^2 + sigma^2 / w): the inverse of each region's error variance when it is
+    a between-region part tau^2 plus sampling noise sigma^2 / w (w: the region's population or
+    expected count). tau^2 and sigma^2 >= 0 are fitted (non-negative least squares) to the
+    squared leave-one-out residuals of the anchor's unweighted Ridge on the training regions:
+    where sampling noise dominates (rare events: deaths, infant deaths) the weights follow w;
+    where it does not (a county's share of graduates) they are nearly equal, and one very large
+    region cannot take over the fit. Only the labels of `train` are read; regions outside it
+    keep their w (scaled alike), never read by the fit."""
+    y = np.asarray(inputs.y, dtype=np.float64)
+    blocks = input_blocks(inputs, config)
+    block = config.anchor[len("ridge["):].split("|")[0] if config.anchor.startswith("ridge[") \
+        else "raw"
+    X = blocks[block] if block in blocks else next(iter(blocks.values()))
+    anchor = LeaveOneOutRidge(alphas=np.asarray(config.alphas, dtype=np.float64)).fit(
+        X[train], y[train])
+    squared = (y[train] - anchor.loo_predictions_) ** 2  # (n,)
+    scale = float(np.mean(weights[train]))
+    design = np.column_stack([np.ones(len(train)), scale / weights[train]])  # (n, 2)
+    (tau2, sigma2), _ = nnls(design, squared)
+    if tau2 + sigma2 <= 0:
+        return np.ones_like(weights)
+    with np.errstate(divide="ignore", invalid="ignore"):  # regions outside `train` only
+        return 1.0 / (tau2 + sigma2 * scale / weights)
 
 
 def _training_reach(predictors: dict[str, Predict], config: PredictorConfig, train: np.ndarray,

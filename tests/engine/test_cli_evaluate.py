@@ -83,6 +83,9 @@ def test_a_weighted_target_reports_weighted_figures_beside_the_plain_ones(tiny_l
     assert versus["difference"] == pytest.approx(method["R2_weighted"] - bar["R2_weighted"],
                                                  abs=1e-9)
     assert "weights" not in price and "versus_weighted_bar" not in price
+    report = (out / "report.html").read_text()
+    assert "crime (weights: price)" in report and "weighted R2 95% interval" in report
+    assert "(weighted R2)" in report
     assert all("R2_weighted" not in scores for scores in price["methods"].values())
 
 

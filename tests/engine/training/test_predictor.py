@@ -427,3 +427,33 @@ def test_missing_or_zero_weights_of_labelled_regions_are_refused():
     population[[3, 8]] = [0.0, np.nan]
     with pytest.raises(InputError, match="2 labelled regions have a weight"):
         fit_task(TaskInputs(None, None, {"raw": X}, observed, population), np.arange(150))
+
+
+def test_precision_weights_follow_the_weight_only_where_sampling_noise_is_the_error():
+    """Rates whose error is sampling noise (counts / population) get weights that grow with
+    the population; values whose error does not shrink with it (the same noise in every
+    region) get nearly equal weights, so a few very large places cannot take the fit over."""
+    from engine.training.predictor import precision_weights
+
+    X, rate, population, observed = _noisy_rates(2)
+    train = np.arange(150)
+    config = PredictorConfig()
+    sampled = precision_weights(TaskInputs(None, None, {"raw": X}, observed, population),
+                                config, train, population)
+    assert np.corrcoef(np.log(sampled), np.log(population))[0, 1] > 0.9
+    assert sampled.max() / sampled.min() > 20
+    rng = np.random.default_rng(2)
+    flat = rate + rng.normal(0, 0.005, size=150)  # the error of a place of 50 as of 50,000
+    even = precision_weights(TaskInputs(None, None, {"raw": X}, flat, population), config,
+                             train, population)
+    assert even.max() / even.min() < 3  # against a population range of 1,000
+
+
+def test_weights_as_given_are_used_as_they_are():
+    X, _, population, observed = _noisy_rates(3)
+    features = {"raw": X, "robust": X}
+    given = fit_task(TaskInputs(None, None, features, observed, population), np.arange(120),
+                     config=PredictorConfig(weighting="as_given"))
+    precision = fit_task(TaskInputs(None, None, features, observed, population), np.arange(120))
+    rows = np.arange(120, 150)
+    assert not np.allclose(given.predict(rows), precision.predict(rows))
