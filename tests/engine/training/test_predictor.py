@@ -457,3 +457,25 @@ def test_weights_as_given_are_used_as_they_are():
     precision = fit_task(TaskInputs(None, None, features, observed, population), np.arange(120))
     rows = np.arange(120, 150)
     assert not np.allclose(given.predict(rows), precision.predict(rows))
+
+
+def test_a_weighted_kernel_ridge_saved_and_loaded_predicts_the_same(city, tmp_path):
+    from engine.training.predictor import KernelRidgePredict, _kernel_candidate
+    from engine.training.task_io import load_task_model, save_task_model
+
+    X = robust_features(city)
+    y = city.targets["check_in"]
+    weights = np.random.default_rng(1).uniform(0.5, 20.0, size=city.n_regions)
+    predictor = _kernel_candidate("kernel[robust|raw]", X, "raw", (1.0,), (0.1,),
+                                  weights=weights).fit(np.arange(100), y)
+    arrays, meta = predictor.state()
+    assert "shares" in arrays  # the weighted centring travels with the model
+    loaded = KernelRidgePredict.from_state(arrays, meta, {"robust": X})
+    index = np.arange(city.n_regions)
+    assert np.allclose(loaded(index), predictor(index))
+    features = {"raw": literature_features(city), "robust": X}
+    inputs = TaskInputs(None, None, features, y, weights)
+    fitted = fit_task(inputs, np.arange(100), config=PredictorConfig(combine="stack"))
+    save_task_model(fitted, tmp_path / "model")
+    again = load_fitted_task(load_task_model(tmp_path / "model"), inputs)
+    assert np.allclose(again.predict(index), fitted.predict(index))
