@@ -28,6 +28,8 @@ def manifest(dataset, job: dict, opts: dict, targets: list[str]) -> dict:
         "targets": targets, "id_field": (job.get("regions") or {}).get("id_field"),
         "language_model": opts["language_model"],
         "task_descriptions": job.get("task_descriptions") or {},
+        "target_weights": {t: f for t, f in (job.get("target_weights") or {}).items()
+                           if t in targets},
         "seed": opts["seed"], "protocol": opts["protocol"],
     }
 

@@ -91,3 +91,24 @@ def test_train_flags_the_regions_beyond_the_training_data(layers, tmp_path):
     again = _field(predicted / "regions.gpkg", "ext_crime")
     assert again[FAR_UNLABELLED] == flags[FAR_UNLABELLED]
     assert again[FAR_LABELLED] == 0 or again[FAR_LABELLED] == 2  # trained on: inside its reach
+
+
+def test_a_model_trained_with_a_weight_field_predicts_as_at_training(layers, tmp_path):
+    """`train --target-weight crime=pop`: the model says which field weighed the target, and
+    `predict` gives the unlabelled region the prediction the final model gave it in `train`."""
+    import geopandas as gpd
+
+    out = tmp_path / "trained"
+    _run(["train", *_data_args(layers), "--targets", "crime", "--target-weight", "crime=pop",
+          "--folds", "5", "--out-dir", str(out)])
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    assert manifest["target_weights"] == {"crime": "pop"}
+    assert "R2_weighted" in json.loads((out / "metrics.json").read_text())[
+        "tasks"]["crime"]["methods"]["ToPT default (SREL + prompt vectors + raw features)"]
+    predicted = tmp_path / "predicted"
+    _run(["predict", *_data_args(layers), "--model", str(out / "model"),
+          "--out-dir", str(predicted)])
+    trained = gpd.read_file(out / "regions.gpkg", layer="regions").set_index("zone")
+    again = gpd.read_file(predicted / "regions.gpkg", layer="regions").set_index("zone")
+    assert again.loc[FAR_UNLABELLED, "pred_crime"] == pytest.approx(
+        trained.loc[FAR_UNLABELLED, "pred_crime"], rel=1e-6)
