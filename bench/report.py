@@ -614,7 +614,11 @@ def real_places_section(real: dict | None) -> list[str]:
              "are those of each dataset's published model, fixed before any result was seen. "
              f"{real['folds']} folds, unshuffled (the file's order) and shuffled (seed 2024); "
              f"SREL seeds {real['seeds']}, language model `{real['language_model']}`; the "
-             "difference, interval and folds as in the table above. "
+             "difference, interval and folds as in the table above. A rate or ratio also "
+             "runs with its denominator as its weight field (`--target-weight`; rows "
+             "'engine default, weighted'): against the bar fitted by weighted least squares "
+             "with it, the plain bar and the plain default, in R² weighted by the field, and "
+             "against the plain bar in plain R². "
              f"{real.get('crs_note', '')}", ""]
     for place in real.get("places", []):
         lines.append(f"- **{place['name']}** ({place['regions']} regions): {place['about']}. "
