@@ -706,13 +706,13 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
                          hint="Give a target with more labelled regions.")
     non_negative = bool((y[train] >= 0).all())
     region_weights = _checked_weights(inputs, train, selection_index)
+    shared = SharedDecompositions()
     if region_weights is not None and config.weighting == "precision":
-        region_weights = precision_weights(inputs, config, train, region_weights)
+        region_weights = precision_weights(inputs, config, train, region_weights, shared)
         inputs = TaskInputs(inputs.embeddings, inputs.semantic, inputs.raw_features, inputs.y,
                             region_weights)
     elif region_weights is not None and config.weighting != "as_given":
         raise ValueError(f"unknown weighting {config.weighting!r}")
-    shared = SharedDecompositions()
     candidates = build_candidates(inputs, config, non_negative=non_negative, seed=seed,
                                   device=device, shared=shared)
     names = [c.name for c in candidates]
@@ -793,7 +793,8 @@ def _checked_weights(inputs: TaskInputs, train: np.ndarray,
 
 
 def precision_weights(inputs: TaskInputs, config: PredictorConfig, train: np.ndarray,
-                      weights: np.ndarray) -> np.ndarray:
+                      weights: np.ndarray,
+                      shared: SharedDecompositions | None = None) -> np.ndarray:
     """(N,) 1 / (tau^2 + sigma^2 / w): the inverse of each region's error variance when it is
     a between-region part tau^2 plus sampling noise sigma^2 / w (w: the region's population or
     expected count). tau^2 and sigma^2 >= 0 are fitted (non-negative least squares) to the
@@ -801,14 +802,19 @@ def precision_weights(inputs: TaskInputs, config: PredictorConfig, train: np.nda
     where sampling noise dominates (rare events: deaths, infant deaths) the weights follow w;
     where it does not (a county's share of graduates) they are nearly equal, and one very large
     region cannot take over the fit. Only the labels of `train` are read; regions outside it
-    keep their w (scaled alike), never read by the fit."""
+    keep their w (scaled alike), never read by the fit. `shared`: the caller's decompositions
+    (the bar's SVD serves the anchor candidate and the training reach too)."""
     y = np.asarray(inputs.y, dtype=np.float64)
     blocks = input_blocks(inputs, config)
     block = config.anchor[len("ridge["):].split("|")[0] if config.anchor.startswith("ridge[") \
         else "raw"
-    X = blocks[block] if block in blocks else next(iter(blocks.values()))
+    if block not in blocks:
+        block = next(iter(blocks))
+    X = blocks[block]
+    svd = (shared or SharedDecompositions()).get(("svd", block), train,
+                                                 lambda: centred_svd(X[train]))
     anchor = LeaveOneOutRidge(alphas=np.asarray(config.alphas, dtype=np.float64)).fit(
-        X[train], y[train])
+        X[train], y[train], decomposition=svd)
     squared = (y[train] - anchor.loo_predictions_) ** 2  # (n,)
     scale = float(np.mean(weights[train]))
     design = np.column_stack([np.ones(len(train)), scale / weights[train]])  # (n, 2)
