@@ -29,7 +29,7 @@ BASELINE_NAMES = {
     "robust_ridgecv_log": "log features, RidgeCV on log target",
     "srel_ridgecv": "SREL embeddings, RidgeCV",
     # only for a target with region weights: the bar fitted by weighted least squares
-    "raw_ridgecv_weighted": "raw features, weighted RidgeCV (tuned in training folds)",
+    "raw_ridgecv_weighted": "raw features, weighted RidgeCV (in training folds)",
 }
 WEIGHTED_BAR = "raw_ridgecv_weighted"
 
@@ -182,6 +182,22 @@ def predictor_options(job: dict):
         raise InputError(f"unknown predictor option: {exc}") from exc
 
 
+def weighting_text(weighting: dict | None, field: str | None) -> str:
+    """How the final model used the weight field, in a sentence for the log."""
+    if not weighting:
+        return f"weight field {field}"
+    ratio = f"the largest weight is {weighting['weight_ratio']:.3g} times the smallest"
+    if weighting["weighting"] != "precision":
+        return f"weights from field {field}, as given: {ratio}"
+    between = weighting["between_region_variance"]
+    sampling = weighting["sampling_variance_at_mean_weight"]
+    if sampling == 0:
+        return (f"weights from field {field}: the errors do not shrink as {field} grows "
+                f"(between-region variance {between:.3g}), so the regions weigh alike")
+    return (f"weights from field {field}: error variance = {between:.3g} between regions + "
+            f"{sampling:.3g} x (mean {field} / {field}) of sampling noise; {ratio}")
+
+
 def _weighted_versus(target: str, weights, y, held_out, evaluation, baselines, method: str,
                      dataset, sink: EventSink) -> dict:
     """For a target with region weights: the default against the weighted bar in weighted R²
@@ -194,12 +210,14 @@ def _weighted_versus(target: str, weights, y, held_out, evaluation, baselines, m
         y[held_out], [evaluation.pooled.predictions[held_out]],
         [baselines[WEIGHTED_BAR].predictions[held_out]], evaluation.pooled.fold[held_out],
         weights=weights[held_out])
+    field = dataset.weight_fields.get(target)
+    sink.log(f"{target}: {weighting_text(evaluation.final.weighting, field)}")
     own = evaluation.pooled.metrics["r2_weighted"]
     bar = baselines[WEIGHTED_BAR].metrics["r2_weighted"]
-    sink.log(f"{target}: weighted R2 (weights: field {dataset.weight_fields.get(target)}) "
+    sink.log(f"{target}: weighted R2 (weights: field {field}) "
              f"{own:.3f} (the weighted bar, {BASELINE_NAMES[WEIGHTED_BAR]}: {bar:.3f}; "
              f"difference {versus_text(versus)})")
-    return {"weights": {"field": dataset.weight_fields.get(target), "r2_weighted": own},
+    return {"weights": {"field": field, "r2_weighted": own},
             "versus_weighted_bar": {"method": method, "bar": BASELINE_NAMES[WEIGHTED_BAR],
                                     **versus}}
 

@@ -629,6 +629,8 @@ class FittedTask:
     protocol: str
     clip_negative: bool  # counts: negative predictions become 0
     shrink: float | None = None  # lambda of the stack vs the anchor (None: not shrunk)
+    # how the region weights entered (`precision_weights`' figures); None: unweighted
+    weighting: dict[str, Any] | None = None
     # The extrapolation guard (PredictorConfig.extrapolation_guard): where the anchor predicts
     # above `label_max` (the largest training label), the anchor's prediction is returned; every
     # other prediction is held inside [label_min, label_max].
@@ -683,6 +685,7 @@ class FittedTask:
                 "inner_r2": {k: round(v["r2"], 4) for k, v in self.scores.items()},
                 "inner_blend_r2": round(self.blend_score.get("r2", float("nan")), 4),
                 "shrink_lambda": self.shrink,
+                **({"weighting": self.weighting} if self.weighting else {}),
                 "extrapolation_guard": ({"anchor": self.anchor, "label_max": self.label_max,
                                          "label_min": self.label_min}
                                         if self.anchor is not None else None)}
@@ -707,11 +710,15 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
     non_negative = bool((y[train] >= 0).all())
     region_weights = _checked_weights(inputs, train, selection_index)
     shared = SharedDecompositions()
+    weighting = None
     if region_weights is not None and config.weighting == "precision":
-        region_weights = precision_weights(inputs, config, train, region_weights, shared)
+        region_weights, weighting = precision_weights(inputs, config, train, region_weights,
+                                                      shared)
         inputs = TaskInputs(inputs.embeddings, inputs.semantic, inputs.raw_features, inputs.y,
                             region_weights)
-    elif region_weights is not None and config.weighting != "as_given":
+    elif region_weights is not None and config.weighting == "as_given":
+        weighting = {"weighting": "as_given", "weight_ratio": _spread(region_weights[train])}
+    elif region_weights is not None:
         raise ValueError(f"unknown weighting {config.weighting!r}")
     candidates = build_candidates(inputs, config, non_negative=non_negative, seed=seed,
                                   device=device, shared=shared)
@@ -767,6 +774,7 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
                               and set(kept) != {config.anchor}) else None
     return FittedTask(weights=kept, scores=scores, blend_score=blend, chosen=chosen,
                       protocol=protocol, clip_negative=non_negative, shrink=lam,
+                      weighting=weighting,
                       anchor=guard, label_max=float(y[train].max()) if guard else None,
                       label_min=float(y[train].min()) if guard else None,
                       reach=_training_reach(predictors, config, train, y, shared),
@@ -794,8 +802,9 @@ def _checked_weights(inputs: TaskInputs, train: np.ndarray,
 
 def precision_weights(inputs: TaskInputs, config: PredictorConfig, train: np.ndarray,
                       weights: np.ndarray,
-                      shared: SharedDecompositions | None = None) -> np.ndarray:
-    """(N,) 1 / (tau^2 + sigma^2 / w): the inverse of each region's error variance when it is
+                      shared: SharedDecompositions | None = None
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+    """((N,) 1 / (tau^2 + sigma^2 / w), what was fitted): the inverse of each region's error variance when it is
     a between-region part tau^2 plus sampling noise sigma^2 / w (w: the region's population or
     expected count). tau^2 and sigma^2 >= 0 are fitted (non-negative least squares) to the
     squared leave-one-out residuals of the anchor's unweighted Ridge on the training regions:
@@ -820,9 +829,18 @@ def precision_weights(inputs: TaskInputs, config: PredictorConfig, train: np.nda
     design = np.column_stack([np.ones(len(train)), scale / weights[train]])  # (n, 2)
     (tau2, sigma2), _ = nnls(design, squared)
     if tau2 + sigma2 <= 0:
-        return np.ones_like(weights)
-    with np.errstate(divide="ignore", invalid="ignore"):  # regions outside `train` only
-        return 1.0 / (tau2 + sigma2 * scale / weights)
+        precision = np.ones_like(weights)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):  # regions outside `train` only
+            precision = 1.0 / (tau2 + sigma2 * scale / weights)
+    return precision, {"weighting": "precision", "between_region_variance": float(tau2),
+                       "sampling_variance_at_mean_weight": float(sigma2),
+                       "weight_ratio": _spread(precision[train])}
+
+
+def _spread(weights: np.ndarray) -> float:
+    """How far apart the weights are: the largest over the smallest."""
+    return float(np.max(weights) / np.min(weights))
 
 
 def _training_reach(predictors: dict[str, Predict], config: PredictorConfig, train: np.ndarray,

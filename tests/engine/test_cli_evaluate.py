@@ -72,8 +72,10 @@ def test_a_weighted_target_reports_weighted_figures_beside_the_plain_ones(tiny_l
     metrics = json.loads((out / "metrics.json").read_text())
     crime, price = metrics["tasks"]["crime"], metrics["tasks"]["price"]
     assert crime["weights"]["field"] == "price"
+    weighting = crime["final_model"]["weighting"]
+    assert weighting["weighting"] == "precision" and weighting["weight_ratio"] >= 1
     assert metrics["dataset"]["targets"]["crime"]["weight_field"] == "price"
-    assert "raw features, weighted RidgeCV (tuned in training folds)" in crime["methods"]
+    assert "raw features, weighted RidgeCV (in training folds)" in crime["methods"]
     for scores in crime["methods"].values():
         assert {"R2_weighted", "MAE_weighted", "RMSE_weighted"} <= set(scores)
         low, high = scores["R2_weighted_interval"]

@@ -438,14 +438,16 @@ def test_precision_weights_follow_the_weight_only_where_sampling_noise_is_the_er
     X, rate, population, observed = _noisy_rates(2)
     train = np.arange(150)
     config = PredictorConfig()
-    sampled = precision_weights(TaskInputs(None, None, {"raw": X}, observed, population),
-                                config, train, population)
+    sampled, fitted = precision_weights(TaskInputs(None, None, {"raw": X}, observed,
+                                                   population), config, train, population)
+    assert fitted["sampling_variance_at_mean_weight"] > 0
+    assert fitted["weight_ratio"] == pytest.approx(sampled.max() / sampled.min())
     assert np.corrcoef(np.log(sampled), np.log(population))[0, 1] > 0.9
     assert sampled.max() / sampled.min() > 20
     rng = np.random.default_rng(2)
     flat = rate + rng.normal(0, 0.005, size=150)  # the error of a place of 50 as of 50,000
-    even = precision_weights(TaskInputs(None, None, {"raw": X}, flat, population), config,
-                             train, population)
+    even, _ = precision_weights(TaskInputs(None, None, {"raw": X}, flat, population), config,
+                                train, population)
     assert even.max() / even.min() < 3  # against a population range of 1,000
 
 
