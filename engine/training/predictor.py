@@ -895,8 +895,11 @@ def shrunk_stack_weights(predictions: np.ndarray, y: np.ndarray, anchor: int, *,
     lambdas = np.linspace(0.0, 1.0, steps)
     base = predictions[:, anchor]
     power = 2 if loss == "squared" else 1
+    # a region of weight w has error variance ~ 1 / w: its squared error counts w times, its
+    # absolute error sqrt(w) times (both: the error in units of its own spread)
+    scale = None if regions is None else regions ** (power / 2)
     errors = [float(np.average(np.abs(lam * stacked + (1 - lam) * base - y) ** power,
-                               weights=regions))
+                               weights=scale))
               for lam in lambdas]
     lam = float(lambdas[int(np.argmin(errors))])  # argmin: the first (smallest) on ties
     weights = lam * convex_weights(predictions, y, regions)
