@@ -879,9 +879,9 @@ def shrunk_stack_weights(predictions: np.ndarray, y: np.ndarray, anchor: int, *,
 
     predictions: (n, C) out-of-sample (leave-one-out) predictions of the candidates. The stack's
     own out-of-fold predictions come from convex weights fitted on the other K-1 parts; lambda
-    minimises their blend's error with the anchor's, squared or absolute (`loss`), weighted by
-    the region weights `regions` (n,) when given. Ties go to the smaller lambda. Returns
-    (weights (C,), lambda).
+    minimises their blend's error with the anchor's, squared or absolute (`loss`); with region
+    weights `regions` (n,), each region's squared error counts w times and its absolute error
+    sqrt(w) times. Ties go to the smaller lambda. Returns (weights (C,), lambda).
     """
     if loss not in ("squared", "absolute"):
         raise ValueError(f"unknown shrink loss {loss!r}")
