@@ -233,6 +233,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         extrapolation_text,
         paired_r2_difference,
         versus_text,
+        weight_hint,
     )
     from engine.training.predictor import TaskInputs, evaluate_task
 
@@ -305,6 +306,16 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         bar = methods[BASELINE_NAMES[BAR]]["R2"]
         sink.log(f"{target}: R2 {methods[method]['R2']:.3f} (the bar, "
                  f"{BASELINE_NAMES[BAR]}, in this run: {bar:.3f}; difference {versus_text(versus)})")
+        if weights is None and "fields" in dataset.views:
+            hint = weight_hint(y, literature, dict(zip(
+                dataset.views["fields"].columns, np.asarray(dataset.views["fields"].matrix).T,
+                strict=True)))
+            if hint:
+                tasks[target]["weight_hint"] = hint
+                sink.log(f"{target}: its errors shrink as {hint['field']} grows (p = "
+                         f"{hint['p_value']:.1g}); if {target} is a rate or ratio over "
+                         f"{hint['field']}, give it as its weight (--target-weight "
+                         f"{target}={hint['field']}; in QGIS, 'Weight field per target')")
         if reach["regions"]:
             sink.log(f"{target}: {extrapolation_text(reach, dataset.n_regions)} "
                      f"(field {EXTRAPOLATION_PREFIX}{target})")

@@ -199,3 +199,42 @@ def extrapolation_text(summary: dict, regions: int) -> str:
         text += (f"; the {summary['evaluated']} held out in a fold hold "
                  f"{summary['error_share']:.0%} of the cross-validated squared error")
     return text
+
+
+WEIGHT_HINT_LEVEL = 1e-3  # the test level of `weight_hint`, after Bonferroni over the fields
+
+
+def weight_hint(y: np.ndarray, features: np.ndarray, fields: dict[str, np.ndarray], *,
+                level: float = WEIGHT_HINT_LEVEL) -> dict | None:
+    """The numeric field that a target's errors say is its denominator, or None.
+
+    A rate or ratio over a small number (deaths over expected deaths, cases over births) is
+    noisier where that number is small: its error variance grows with 1 / field. Here the
+    squared leave-one-out errors of the bar (RidgeCV on `features`, labelled regions only)
+    are regressed on 1 / field for each field that is > 0 wherever the target is labelled
+    (Breusch and Pagan's test against that one direction: n R² ~ chi²(1)); a field with a
+    positive slope and a p-value under `level` after Bonferroni over the fields tested is
+    returned as {"field", "p_value"} (the smallest). y (N,), NaN = unlabelled; features
+    (N, F); fields: name -> (N,) values."""
+    from scipy import stats
+
+    from engine.training.baselines import LeaveOneOutRidge
+
+    labelled = np.isfinite(y)
+    tested = {name: np.asarray(values, dtype=np.float64)[labelled]
+              for name, values in fields.items()}
+    tested = {name: v for name, v in tested.items()
+              if np.isfinite(v).all() and (v > 0).all() and np.ptp(v) > 0}
+    if not tested or labelled.sum() < 10:
+        return None
+    model = LeaveOneOutRidge().fit(features[labelled], y[labelled])
+    squared = (y[labelled] - model.loo_predictions_) ** 2
+    best = None
+    for name, values in tested.items():
+        fit = stats.linregress(1.0 / values, squared)
+        if not fit.slope > 0:
+            continue
+        p_value = min(1.0, float(stats.chi2.sf(len(values) * fit.rvalue**2, 1)) * len(tested))
+        if p_value < level and (best is None or p_value < best["p_value"]):
+            best = {"field": name, "p_value": p_value}
+    return best

@@ -55,3 +55,23 @@ def test_clustering_at_a_given_k_merges_classes_when_k_is_smaller():
     assert two["ari"] < 0.9 and clustering_metrics(embeddings, classes)["ari"] == pytest.approx(1)
     with pytest.raises(InputError, match="k = 60"):
         clustering_metrics(embeddings, classes, n_clusters=60)
+
+
+def test_a_rate_over_a_field_is_hinted_to_take_it_as_its_weight():
+    """Rates observed as counts / population are noisier in small places: the hint names the
+    population, not another positive field, and says nothing where the noise is the same in
+    every region."""
+    from engine.training.metrics import weight_hint
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 5))
+    rate = np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]) / 100
+    population = np.exp(rng.uniform(np.log(50), np.log(50000), size=150))
+    other = rng.uniform(1.0, 100.0, size=150)
+    observed = rng.poisson(rate * population) / population
+    observed[:5] = np.nan  # unlabelled regions are left out
+    fields = {"population": population, "other": other}
+    hint = weight_hint(observed, X, fields)
+    assert hint is not None and hint["field"] == "population" and hint["p_value"] < 1e-3
+    even = rate + rng.normal(0, 0.005, size=150)
+    assert weight_hint(even, X, fields) is None
