@@ -312,7 +312,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
                 strict=True)))
             if hint:
                 tasks[target]["weight_hint"] = hint
-                sink.log(f"{target}: its errors shrink as {hint['field']} grows (p = "
+                sink.warning(f"{target}: its errors shrink as {hint['field']} grows (p = "
                          f"{hint['p_value']:.1g}); if {target} is a rate or ratio over "
                          f"{hint['field']}, give it as its weight (--target-weight "
                          f"{target}={hint['field']}; in QGIS, 'Weight field per target')")
