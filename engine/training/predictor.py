@@ -806,8 +806,9 @@ def precision_weights(inputs: TaskInputs, config: PredictorConfig, train: np.nda
                       ) -> tuple[np.ndarray, dict[str, Any]]:
     """((N,) 1 / (tau^2 + sigma^2 / w), what was fitted): the inverse of each region's error
     variance when it is a between-region part tau^2 plus sampling noise sigma^2 / w (w: the
-    region's population or expected count). tau^2 and sigma^2 >= 0 are fitted (non-negative least squares) to the
-    squared leave-one-out residuals of the anchor's unweighted Ridge on the training regions:
+    region's population or expected count). tau^2 and sigma^2 >= 0 are fitted (non-negative
+    least squares) to the squared leave-one-out residuals of the anchor's unweighted Ridge on
+    the training regions:
     where sampling noise dominates (rare events: deaths, infant deaths) the weights follow w;
     where it does not (a county's share of graduates) they are nearly equal, and one very large
     region cannot take over the fit. Only the labels of `train` are read; regions outside it
