@@ -79,9 +79,12 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
     dataset = (load_benchmark_folder(data, city=city) if isinstance(data, (str, Path))
                else data)
     names, missing = resolve_tasks(tasks or LITERATURE_TASKS, dataset.targets)
+    from engine.tasks import region_fields
+
     literature = literature_features(dataset)
     features = {"raw": literature, "robust": robust_features(dataset)}
-    options = dict(predictor_options or {})
+    # the region layer's numeric fields, which the engine may read as a rate's denominator
+    options = {**dict(predictor_options or {}), "denominators": region_fields(dataset)}
     embeddings, srel_seconds = {}, []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -122,7 +125,7 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
             comparisons = [(*c, "r2") for c in COMPARISONS]
             weights = getattr(dataset, "target_weights", {}).get(task)
             if weights is not None:
-                weighted_options = {**options, "weights": weights}
+                weighted_options = {**options, "weights": weights, "denominators": None}
                 predictions[WEIGHTED_BAR] = [pooled_prediction(
                     ridge_cv_fit_predict(weights=weights), literature, y,
                     **split_folds).predictions[evaluated]]

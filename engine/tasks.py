@@ -182,6 +182,17 @@ def predictor_options(job: dict):
         raise InputError(f"unknown predictor option: {exc}") from exc
 
 
+def region_fields(dataset) -> dict[str, np.ndarray] | None:
+    """The numeric fields of the region layer (its "fields" view), by name: the candidates for
+    a rate's denominator (`PredictorConfig.auto_weight`); None without such fields."""
+    view = dataset.views.get("fields")
+    if view is None:
+        return None
+    matrix = np.asarray(view.matrix.toarray() if hasattr(view.matrix, "toarray")
+                        else view.matrix, dtype=np.float64)
+    return {str(name): matrix[:, j] for j, name in enumerate(view.columns)}
+
+
 def weighting_text(weighting: dict | None, field: str | None) -> str:
     """How the final model used the weight field, in a sentence for the log."""
     if not weighting:
@@ -189,6 +200,10 @@ def weighting_text(weighting: dict | None, field: str | None) -> str:
     ratio = f"the largest weight is {weighting['weight_ratio']:.3g} times the smallest"
     if weighting["weighting"] != "precision":
         return f"weights from field {field}, as given: {ratio}"
+    if weighting.get("automatic"):
+        return (f"error variance = {weighting['between_region_variance']:.3g} between regions "
+                f"+ {weighting['sampling_variance_at_mean_weight']:.3g} x (mean {field} / "
+                f"{field}); {ratio}")
     between = weighting["between_region_variance"]
     sampling = weighting["sampling_variance_at_mean_weight"]
     if sampling == 0:
@@ -233,7 +248,6 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         extrapolation_text,
         paired_r2_difference,
         versus_text,
-        weight_hint,
     )
     from engine.training.predictor import TaskInputs, evaluate_task
 
@@ -256,6 +270,7 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         fold_seed = seed if opts.get("fold_seed") is None else int(opts["fold_seed"])
     protocol = opts["protocol"]
     predictor_config = predictor_options(job)
+    denominators = region_fields(dataset)
     tasks, predictions, fold_of, final_models, extrapolated = {}, {}, {}, {}, {}
     t0 = time.monotonic()
     for k, (target, y) in enumerate(targets.items()):
@@ -263,7 +278,8 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
             sink.progress("fit", (k + fraction) / len(targets), f"{target}: {message}")
 
         weights = dataset.target_weights.get(target)  # None: every region counts once
-        inputs = TaskInputs(embeddings, semantic.get(target), features, y, weights)
+        inputs = TaskInputs(embeddings, semantic.get(target), features, y, weights,
+                            None if weights is not None else denominators)
         evaluation = evaluate_task(inputs, folds=folds, shuffle=shuffle, fold_seed=fold_seed,
                                    protocol=protocol, seed=seed, device=device,
                                    progress=progress, config=predictor_config)
@@ -306,16 +322,17 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         bar = methods[BASELINE_NAMES[BAR]]["R2"]
         sink.log(f"{target}: R2 {methods[method]['R2']:.3f} (the bar, "
                  f"{BASELINE_NAMES[BAR]}, in this run: {bar:.3f}; difference {versus_text(versus)})")
-        if weights is None and "fields" in dataset.views:
-            hint = weight_hint(y, literature, dict(zip(
-                dataset.views["fields"].columns, np.asarray(dataset.views["fields"].matrix).T,
-                strict=True)))
-            if hint:
-                tasks[target]["weight_hint"] = hint
-                sink.warning(f"{target}: its errors shrink as {hint['field']} grows (p = "
-                         f"{hint['p_value']:.1g}); if {target} is a rate or ratio over "
-                         f"{hint['field']}, give it as its weight (--target-weight "
-                         f"{target}={hint['field']}; in QGIS, 'Weight field per target')")
+        automatic = evaluation.final.weighting or {}
+        if automatic.get("automatic"):
+            field = automatic["field"]
+            tasks[target]["weight_hint"] = {"field": field, "p_value": automatic["p_value"]}
+            sink.warning(
+                f"{target}: its errors shrink as {field} grows (p = {automatic['p_value']:.1g}), "
+                f"as a rate's over a small denominator do, so it was fitted with weights from "
+                f"{field} ({weighting_text(automatic, field)}). If {target} is a rate or ratio "
+                f"over {field}, name it as its weight (--target-weight {target}={field}; in "
+                "QGIS, 'Weight field per target') for weighted figures too; job key "
+                '"predictor": {"auto_weight": false} fits it unweighted.')
         if reach["regions"]:
             sink.log(f"{target}: {extrapolation_text(reach, dataset.n_regions)} "
                      f"(field {EXTRAPOLATION_PREFIX}{target})")

@@ -204,8 +204,9 @@ def extrapolation_text(summary: dict, regions: int) -> str:
 WEIGHT_HINT_LEVEL = 1e-3  # the test level of `weight_hint`, after Bonferroni over the fields
 
 
-def weight_hint(y: np.ndarray, features: np.ndarray, fields: dict[str, np.ndarray], *,
-                level: float = WEIGHT_HINT_LEVEL) -> dict | None:
+def weight_hint(y: np.ndarray, features: np.ndarray | None, fields: dict[str, np.ndarray], *,
+                level: float = WEIGHT_HINT_LEVEL,
+                loo_predictions: np.ndarray | None = None) -> dict | None:
     """The numeric field that a target's errors say is its denominator, or None.
 
     A rate or ratio over a small number (deaths over expected deaths, cases over births) is
@@ -215,7 +216,8 @@ def weight_hint(y: np.ndarray, features: np.ndarray, fields: dict[str, np.ndarra
     (Breusch and Pagan's test against that one direction: n R² ~ chi²(1)); a field with a
     positive slope and a p-value under `level` after Bonferroni over the fields tested is
     returned as {"field", "p_value"} (the smallest). y (N,), NaN = unlabelled; features
-    (N, F); fields: name -> (N,) values."""
+    (N, F); fields: name -> (N,) values; `loo_predictions`: the bar's leave-one-out
+    predictions of the labelled regions when the caller has them (then `features` is unused)."""
     from scipy import stats
 
     from engine.training.baselines import LeaveOneOutRidge
@@ -227,8 +229,9 @@ def weight_hint(y: np.ndarray, features: np.ndarray, fields: dict[str, np.ndarra
               if np.isfinite(v).all() and (v > 0).all() and np.ptp(v) > 0}
     if not tested or labelled.sum() < 10:
         return None
-    model = LeaveOneOutRidge().fit(features[labelled], y[labelled])
-    squared = (y[labelled] - model.loo_predictions_) ** 2
+    if loo_predictions is None:
+        loo_predictions = LeaveOneOutRidge().fit(features[labelled], y[labelled]).loo_predictions_
+    squared = (y[labelled] - loo_predictions) ** 2
     best = None
     for name, values in tested.items():
         fit = stats.linregress(1.0 / values, squared)

@@ -93,6 +93,9 @@ class TaskInputs:
     # (N,) the target's region weights (> 0 where labelled; a rate's population, a ratio's
     # expected count): weighted least squares, weighted stacking and shrinkage. None: equal
     weights: np.ndarray | None = None
+    # name -> (N,) numeric fields of the region layer that may be a rate's denominator, for a
+    # target without weights (`PredictorConfig.auto_weight`); None: none
+    denominators: dict[str, np.ndarray] | None = None
 
     @property
     def n_regions(self) -> int:
@@ -134,6 +137,11 @@ class PredictorConfig:
     # leave-one-out residuals of the training regions) and the fit weighs each region by the
     # inverse of that (`precision_weights`); "as_given": w itself.
     weighting: str = "precision"
+    # A target without weights whose training regions' errors grow as one of
+    # `TaskInputs.denominators` shrinks (`metrics.weight_hint`: Breusch-Pagan against 1 / field,
+    # p < 0.001 after Bonferroni, a rate's small-number noise) is fitted with precision weights
+    # from that field. Decided inside the training regions, like every other choice.
+    auto_weight: bool = True
 
 
 CANDIDATE_LOG_CAP = 1.0  # a log1p candidate predicts at most the largest training label
@@ -711,9 +719,17 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
     region_weights = _checked_weights(inputs, train, selection_index)
     shared = SharedDecompositions()
     weighting = None
-    if region_weights is not None and config.weighting == "precision":
+    found = None
+    if (region_weights is None and config.auto_weight and inputs.denominators
+            and protocol == "clean"):
+        found = _denominator(inputs, config, train, shared)
+        if found is not None:
+            region_weights = np.asarray(inputs.denominators[found["field"]], dtype=np.float64)
+    if region_weights is not None and (config.weighting == "precision" or found is not None):
         region_weights, weighting = precision_weights(inputs, config, train, region_weights,
                                                       shared)
+        if found is not None:
+            weighting = {**weighting, **found, "automatic": True}
         inputs = TaskInputs(inputs.embeddings, inputs.semantic, inputs.raw_features, inputs.y,
                             region_weights)
     elif region_weights is not None and config.weighting == "as_given":
@@ -781,6 +797,40 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
                       _predictors={n: predictors[n] for n in [*kept, *([guard] if guard else [])]})
 
 
+def _denominator(inputs: TaskInputs, config: PredictorConfig, train: np.ndarray,
+                 shared: SharedDecompositions) -> dict | None:
+    """{"field", "p_value"}: the field of `inputs.denominators` that the training regions'
+    errors say is the target's denominator (`metrics.weight_hint`), or None."""
+    from engine.training.metrics import weight_hint
+
+    y = np.asarray(inputs.y, dtype=np.float64)
+    visible = np.full(len(y), np.nan)
+    visible[train] = y[train]  # the hint reads the training labels only
+    loo = _anchor_loo(inputs, config, train, shared)  # (n,) in the order of `train`
+    return weight_hint(visible, None, inputs.denominators,
+                       loo_predictions=loo[np.argsort(train)])  # in the regions' order
+
+
+def _anchor_loo(inputs: TaskInputs, config: PredictorConfig, train: np.ndarray,
+                shared: SharedDecompositions) -> np.ndarray:
+    """(n,) the anchor's unweighted Ridge's leave-one-out predictions of the training regions
+    (the bar's; its SVD kept in `shared` for the anchor candidate and the training reach)."""
+    blocks = input_blocks(inputs, config)
+    block = _anchor_block(config, blocks)
+    X = blocks[block]
+    svd = shared.get(("svd", block), train, lambda: centred_svd(X[train]))
+    model = LeaveOneOutRidge(alphas=np.asarray(config.alphas, dtype=np.float64))
+    y = np.asarray(inputs.y, dtype=np.float64)
+    return model.fit(X[train], y[train], decomposition=svd).loo_predictions_
+
+
+def _anchor_block(config: PredictorConfig, blocks: dict[str, np.ndarray]) -> str:
+    """The input block of the anchor's Ridge (the bar's: "raw"), else the first block."""
+    block = config.anchor[len("ridge["):].split("|")[0] if config.anchor.startswith("ridge[") \
+        else "raw"
+    return block if block in blocks else next(iter(blocks))
+
+
 def _checked_weights(inputs: TaskInputs, train: np.ndarray,
                      selection: np.ndarray | None) -> np.ndarray | None:
     """(N,) the task's region weights, checked finite and > 0 on the regions the fit reads."""
@@ -815,17 +865,8 @@ def precision_weights(inputs: TaskInputs, config: PredictorConfig, train: np.nda
     keep their w (scaled alike), never read by the fit. `shared`: the caller's decompositions
     (the bar's SVD serves the anchor candidate and the training reach too)."""
     y = np.asarray(inputs.y, dtype=np.float64)
-    blocks = input_blocks(inputs, config)
-    block = config.anchor[len("ridge["):].split("|")[0] if config.anchor.startswith("ridge[") \
-        else "raw"
-    if block not in blocks:
-        block = next(iter(blocks))
-    X = blocks[block]
-    svd = (shared or SharedDecompositions()).get(("svd", block), train,
-                                                 lambda: centred_svd(X[train]))
-    anchor = LeaveOneOutRidge(alphas=np.asarray(config.alphas, dtype=np.float64)).fit(
-        X[train], y[train], decomposition=svd)
-    squared = (y[train] - anchor.loo_predictions_) ** 2  # (n,)
+    loo = _anchor_loo(inputs, config, train, shared or SharedDecompositions())
+    squared = (y[train] - loo) ** 2  # (n,)
     scale = float(np.mean(weights[train]))
     design = np.column_stack([np.ones(len(train)), scale / weights[train]])  # (n, 2)
     (tau2, sigma2), _ = nnls(design, squared)
@@ -956,19 +997,20 @@ def make_fit_predict(embeddings: np.ndarray | None, semantic: np.ndarray | None,
                      features: np.ndarray | dict[str, np.ndarray] | None, *, seed: int = 0,
                      device: str = "cpu", config: PredictorConfig | None = None,
                      fitted_model: bool = False, weights: np.ndarray | None = None,
-                     **options: Any):
+                     denominators: dict[str, np.ndarray] | None = None, **options: Any):
     """A `fit_predict` for `cross_val_predict_pooled` running `fit_task` on each fold.
 
     `options` may hold PredictorConfig fields (e.g. prompt4re=True, inner_folds=3). With
     `fitted_model`, it returns the fold's FittedTask instead of (predictions, description).
-    `weights` (N,): the target's region weights (`TaskInputs.weights`).
+    `weights` (N,): the target's region weights (`TaskInputs.weights`); `denominators`:
+    `TaskInputs.denominators`.
     """
     if options:
         known = {k: v for k, v in options.items() if k in PredictorConfig.__dataclass_fields__}
         config = PredictorConfig(**{**(config.__dict__ if config else {}), **known})
 
     def fit_predict(_inputs, y, train_index, predict_index, *, selection_index=None):
-        inputs = TaskInputs(embeddings, semantic, features, y, weights)
+        inputs = TaskInputs(embeddings, semantic, features, y, weights, denominators)
         protocol = "paper" if selection_index is not None else "clean"
         fitted = fit_task(inputs, train_index, protocol=protocol, seed=seed, config=config,
                           selection_index=selection_index, device=device)
@@ -1003,7 +1045,7 @@ def evaluate_task(inputs: TaskInputs, *, folds: int = 10, shuffle: bool = False,
 
     base = make_fit_predict(inputs.embeddings, inputs.semantic, inputs.raw_features, seed=seed,
                             device=device, config=config, fitted_model=True,
-                            weights=inputs.weights)
+                            weights=inputs.weights, denominators=inputs.denominators)
     pooled = cross_val_predict_pooled(fit_predict, None, y, splits=splits, protocol=protocol,
                                       predict_unlabelled=False, weights=inputs.weights)
     final = fit_task(inputs, labelled, protocol="clean", seed=seed, config=config, device=device)

@@ -109,3 +109,44 @@ def test_a_bad_weight_field_is_an_input_error_naming_it(tiny_layers, tmp_path, w
         assert word in done.stderr + done.stdout
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []  # nothing written
+
+
+@pytest.fixture
+def rate_layer(tmp_path) -> dict:
+    """A job reading 64 grid regions whose `rate` is counts over `pop` (50 to 50,000 people):
+    small places' rates are noisy."""
+    import geopandas as gpd
+    import numpy as np
+    from shapely.geometry import box
+
+    rng = np.random.default_rng(0)
+    cells = [box(x * 500.0, y * 500.0, (x + 1) * 500.0, (y + 1) * 500.0)
+             for y in range(8) for x in range(8)]
+    pop = np.exp(rng.uniform(np.log(50), np.log(50000), 64))
+    jobs = rng.uniform(0, 1, 64)
+    rate = np.exp(1.5 * jobs) / 100
+    frame = gpd.GeoDataFrame({"pop": pop, "jobs": jobs,
+                              "rate": rng.poisson(rate * pop) / pop},
+                             geometry=cells, crs="EPSG:32618")
+    path = tmp_path / "rates.gpkg"
+    frame.to_file(path, layer="regions", driver="GPKG", engine="pyogrio")
+    return {"regions": {"path": str(path), "layer": "regions", "fields": ["pop", "jobs"]},
+            "targets": ["rate"]}
+
+
+@pytest.mark.parametrize("auto", [True, False])
+def test_a_rate_is_weighted_by_the_field_its_errors_point_to_and_the_log_says_so(
+        rate_layer, tmp_path, auto):
+    job = rate_layer if auto else {**rate_layer, "predictor": {"auto_weight": False}}
+    done, out = _evaluate(job, tmp_path, "--events", "jsonl")
+    entry = json.loads((out / "metrics.json").read_text())["tasks"]["rate"]
+    warnings = [json.loads(line)["message"] for line in done.stdout.splitlines()
+                if json.loads(line).get("level") == "warning"]
+    if auto:
+        assert entry["weight_hint"]["field"] == "pop" and entry["weight_hint"]["p_value"] < 1e-3
+        assert entry["final_model"]["weighting"]["automatic"]
+        assert any("rate: its errors shrink as pop grows" in w and "--target-weight rate=pop"
+                   in w for w in warnings)
+    else:
+        assert "weight_hint" not in entry and "weighting" not in entry["final_model"]
+        assert not any("shrink" in w for w in warnings)

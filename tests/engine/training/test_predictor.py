@@ -481,3 +481,31 @@ def test_a_weighted_kernel_ridge_saved_and_loaded_predicts_the_same(city, tmp_pa
     save_task_model(fitted, tmp_path / "model")
     again = load_fitted_task(load_task_model(tmp_path / "model"), inputs)
     assert np.allclose(again.predict(index), fitted.predict(index))
+
+
+def test_a_rate_without_its_weight_is_weighted_by_the_field_its_errors_point_to():
+    """`auto_weight`: a rate whose training errors shrink as a region field grows is fitted
+    with precision weights from that field (chosen inside the training regions), closer to the
+    true rate; a value whose noise is the same everywhere stays unweighted; off, nothing."""
+    X, rate, population, observed = _noisy_rates(0)
+    features = {"raw": X, "robust": X}
+    fields = {"population": population, "other": np.linspace(1.0, 9.0, 150)}
+    train = np.arange(120)
+    auto = fit_task(TaskInputs(None, None, features, observed, denominators=fields), train)
+    assert auto.weighting["automatic"] and auto.weighting["field"] == "population"
+    given = fit_task(TaskInputs(None, None, features, observed, population), train)
+    rows = np.arange(120, 150)
+    assert np.allclose(auto.predict(rows), given.predict(rows))  # as if the analyst named it
+    off = fit_task(TaskInputs(None, None, features, observed, denominators=fields), train,
+                   config=PredictorConfig(auto_weight=False))
+    assert off.weighting is None
+    flat = rate + np.random.default_rng(0).normal(0, 0.005, size=150)
+    assert fit_task(TaskInputs(None, None, features, flat, denominators=fields),
+                    train).weighting is None
+    evaluation = evaluate_task(TaskInputs(None, None, features, observed,
+                                          denominators=fields), folds=5)
+    plain = evaluate_task(TaskInputs(None, None, features, observed), folds=5)
+    error = {name: float(population @ (e.pooled.predictions - rate) ** 2)
+             for name, e in (("auto", evaluation), ("plain", plain))}
+    assert error["auto"] < error["plain"]
+    assert "r2_weighted" not in evaluation.metrics  # the analyst named no weight: plain figures
