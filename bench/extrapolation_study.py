@@ -30,15 +30,17 @@ def flag_rows(name: str, dataset, targets, folds: int) -> list[dict]:
     """One row per target and fold order (file order, then shuffled with seed 2024)."""
     from engine.training.features import literature_features, robust_features
     from engine.training.metrics import extrapolation_summary, regression_metrics
+    from engine.tasks import region_fields
     from engine.training.predictor import TaskInputs, evaluate_task
 
     features = {"raw": literature_features(dataset), "robust": robust_features(dataset)}
+    denominators = region_fields(dataset)  # as the engine's `train` gives them
     rows = []
     for target in targets:
         y = np.asarray(dataset.targets[target], dtype=np.float64)
         for shuffle in (False, True):
-            evaluation = evaluate_task(TaskInputs(None, None, features, y), folds=folds,
-                                       shuffle=shuffle)
+            evaluation = evaluate_task(TaskInputs(None, None, features, y, None, denominators),
+                                       folds=folds, shuffle=shuffle)
             held = evaluation.pooled.fold >= 0
             summary = extrapolation_summary(y, evaluation.pooled.predictions,
                                             evaluation.extrapolated, held, dataset.region_ids)
