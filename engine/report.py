@@ -148,6 +148,15 @@ def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
                      "tell the two apart.</p>")
     if versus:
         parts.append("<ul>" + "".join(versus) + "</ul>")
+    automatic = [f"<li>{html.escape(target)}: its errors shrink as "
+                 f"{html.escape(entry['weight_hint']['field'])} grows (p = "
+                 f"{entry['weight_hint']['p_value']:.1g}), as a rate's over a small "
+                 f"denominator do; it was fitted with weights from that field. Name it as the "
+                 f"target's weight field for weighted figures too.</li>"
+                 for target, entry in metrics.get("tasks", {}).items()
+                 if entry.get("weight_hint")]
+    if automatic:
+        parts.append("<h2>Weights read off the errors</h2><ul>" + "".join(automatic) + "</ul>")
     extrapolations = []
     for target, entry in metrics.get("tasks", {}).items():
         reach = entry.get("extrapolation") or {}

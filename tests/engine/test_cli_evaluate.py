@@ -147,6 +147,7 @@ def test_a_rate_is_weighted_by_the_field_its_errors_point_to_and_the_log_says_so
         assert entry["final_model"]["weighting"]["automatic"]
         assert any("rate: its errors shrink as pop grows" in w and "--target-weight rate=pop"
                    in w for w in warnings)
+        assert "Weights read off the errors" in (out / "report.html").read_text()
     else:
         assert "weight_hint" not in entry and "weighting" not in entry["final_model"]
         assert not any("shrink" in w for w in warnings)
