@@ -28,9 +28,9 @@ MANHATTAN_TASKS = ("crime", "check_in", "service_call", "carbon", "income")
 
 def flag_rows(name: str, dataset, targets, folds: int) -> list[dict]:
     """One row per target and fold order (file order, then shuffled with seed 2024)."""
+    from engine.tasks import region_fields
     from engine.training.features import literature_features, robust_features
     from engine.training.metrics import extrapolation_summary, regression_metrics
-    from engine.tasks import region_fields
     from engine.training.predictor import TaskInputs, evaluate_task
 
     features = {"raw": literature_features(dataset), "robust": robust_features(dataset)}
