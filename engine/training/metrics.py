@@ -202,10 +202,11 @@ def extrapolation_text(summary: dict, regions: int) -> str:
 
 
 WEIGHT_HINT_LEVEL = 1e-3  # the test level of `weight_hint`, after Bonferroni over the fields
+WEIGHT_HINT_RANK_LEVEL = 0.05  # its rank check's level, likewise
 
 
 def weight_hint(y: np.ndarray, features: np.ndarray | None, fields: dict[str, np.ndarray], *,
-                level: float = WEIGHT_HINT_LEVEL,
+                level: float = WEIGHT_HINT_LEVEL, rank_level: float = WEIGHT_HINT_RANK_LEVEL,
                 loo_predictions: np.ndarray | None = None) -> dict | None:
     """The numeric field that a target's errors say is its denominator, or None.
 
@@ -215,7 +216,9 @@ def weight_hint(y: np.ndarray, features: np.ndarray | None, fields: dict[str, np
     are regressed on 1 / field for each field that is > 0 wherever the target is labelled
     (Breusch and Pagan's test against that one direction: n R² ~ chi²(1)); a field with a
     positive slope and a p-value under `level` after Bonferroni over the fields tested is
-    returned as {"field", "p_value"} (the smallest). y (N,), NaN = unlabelled; features
+    returned as {"field", "p_value"} (the smallest). The squared errors' ranks must agree
+    (Spearman's correlation of the absolute errors with 1 / field, one-sided, under
+    `rank_level` after Bonferroni): n R² alone is moved by a few outliers in small places. y (N,), NaN = unlabelled; features
     (N, F); fields: name -> (N,) values; `loo_predictions`: the bar's leave-one-out
     predictions of the labelled regions when the caller has them (then `features` is unused)."""
     from scipy import stats
@@ -238,6 +241,9 @@ def weight_hint(y: np.ndarray, features: np.ndarray | None, fields: dict[str, np
         if not fit.slope > 0:
             continue
         p_value = min(1.0, float(stats.chi2.sf(len(values) * fit.rvalue**2, 1)) * len(tested))
-        if p_value < level and (best is None or p_value < best["p_value"]):
-            best = {"field": name, "p_value": p_value}
+        rank = stats.spearmanr(1.0 / values, squared, alternative="greater")
+        rank_p = min(1.0, float(rank.pvalue) * len(tested))
+        if (p_value < level and rank_p < rank_level
+                and (best is None or p_value < best["p_value"])):
+            best = {"field": name, "p_value": p_value, "rank_p_value": rank_p}
     return best
