@@ -107,6 +107,10 @@ def _add_common(cmd: argparse.ArgumentParser, needs_data: bool) -> None:
     run.add_argument("--prompt4re", action="store_true",
                      help="add the trained Prompt4RE cross-attention head as a candidate of the "
                      "per-task model (kept only where inner validation says it helps; slower)")
+    run.add_argument("--no-auto-weight", action="store_true",
+                     help="fit a target without --target-weight unweighted even when its errors "
+                     "shrink as a numeric region field grows (by default it is then weighted by "
+                     "that field, and the log says so)")
     run.add_argument("--cache-dir", type=Path, default=None)
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -185,6 +189,8 @@ def job_from_args(args: argparse.Namespace) -> dict:
         if value is None or (value is False and key in SWITCHES):
             continue
         job[key] = str(value) if isinstance(value, Path) else value
+    if getattr(args, "no_auto_weight", False):
+        job.setdefault("predictor", {})["auto_weight"] = False
     if isinstance(job.get("image_raster"), str):
         job["image_raster"] = {"path": job["image_raster"]}
     return job

@@ -331,8 +331,8 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
                 f"as a rate's over a small denominator do, so it was fitted with weights from "
                 f"{field} ({weighting_text(automatic, field)}). If {target} is a rate or ratio "
                 f"over {field}, name it as its weight (--target-weight {target}={field}; in "
-                "QGIS, 'Weight field per target') for weighted figures too; job key "
-                '"predictor": {"auto_weight": false} fits it unweighted.')
+                "QGIS, 'Weight field per target') for weighted figures too; --no-auto-weight "
+                "(in QGIS, the advanced option on automatic weights) fits it unweighted.")
         if reach["regions"]:
             sink.log(f"{target}: {extrapolation_text(reach, dataset.n_regions)} "
                      f"(field {EXTRAPOLATION_PREFIX}{target})")

@@ -134,11 +134,13 @@ def rate_layer(tmp_path) -> dict:
             "targets": ["rate"]}
 
 
-@pytest.mark.parametrize("auto", [True, False])
+@pytest.mark.parametrize("off", [None, "job key", "flag"])
 def test_a_rate_is_weighted_by_the_field_its_errors_point_to_and_the_log_says_so(
-        rate_layer, tmp_path, auto):
-    job = rate_layer if auto else {**rate_layer, "predictor": {"auto_weight": False}}
-    done, out = _evaluate(job, tmp_path, "--events", "jsonl")
+        rate_layer, tmp_path, off):
+    auto = off is None
+    job = {**rate_layer, "predictor": {"auto_weight": False}} if off == "job key" else rate_layer
+    flag = ["--no-auto-weight"] if off == "flag" else []
+    done, out = _evaluate(job, tmp_path, "--events", "jsonl", *flag)
     entry = json.loads((out / "metrics.json").read_text())["tasks"]["rate"]
     warnings = [json.loads(line)["message"] for line in done.stdout.splitlines()
                 if json.loads(line).get("level") == "warning"]
@@ -147,6 +149,7 @@ def test_a_rate_is_weighted_by_the_field_its_errors_point_to_and_the_log_says_so
         assert entry["final_model"]["weighting"]["automatic"]
         assert any("rate: its errors shrink as pop grows" in w and "--target-weight rate=pop"
                    in w for w in warnings)
+        assert any("--no-auto-weight" in w for w in warnings)
         assert "Weights read off the errors" in (out / "report.html").read_text()
     else:
         assert "weight_hint" not in entry and "weighting" not in entry["final_model"]

@@ -375,3 +375,22 @@ def test_a_region_layer_removed_during_the_run(tmp_path, removed):
         assert lines["file after"] == lines["file before"]
     else:  # the kept layer got its fields
         assert lines["file after"] != lines["file before"]
+
+
+def test_automatic_weights_are_on_unless_the_advanced_option_is_unticked(fake_engine,
+                                                                         regions_gpkg,
+                                                                         tmp_path):
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+
+    definition = QgsApplication.processingRegistry().algorithmById("topt:learn_and_predict")
+    auto = definition.parameterDefinition("AUTO_WEIGHT")
+    assert auto.defaultValue() is True
+    assert auto.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    run("learn_and_predict", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                              "TARGETS": ["crime"], "EMBEDDING_SIZE": 2,
+                              "OUTPUT": str(tmp_path / "auto.gpkg")})
+    assert "predictor" not in job_sent(fake_engine)  # the engine's default: on
+    run("learn_and_predict", {"REGIONS": regions_gpkg, "ID_FIELD": "region_id",
+                              "TARGETS": ["crime"], "AUTO_WEIGHT": False, "EMBEDDING_SIZE": 2,
+                              "OUTPUT": str(tmp_path / "off.gpkg")})
+    assert job_sent(fake_engine)["predictor"] == {"auto_weight": False}

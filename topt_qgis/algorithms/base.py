@@ -129,6 +129,10 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
                 "TARGET_WEIGHTS", tr("Weight field per target, one per line: 'target: weight "
                                      "field' (e.g. 'crime_rate: population'; regions with a "
                                      "larger weight count more)"), multiLine=True, optional=True))
+            self._advanced(QgsProcessingParameterBoolean(
+                "AUTO_WEIGHT", tr("A target without a weight field: weight it by the numeric "
+                                  "region field its errors shrink with (a rate's denominator), "
+                                  "when the test inside the training regions finds one"), True))
         name_field = QgsProcessingParameterField(
             "NAME_FIELD", tr("Region name or address field (for the language model)"),
             parentLayerParameterName="REGIONS", optional=True)
@@ -237,6 +241,8 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
             job["target_weights"] = jobs.parse_target_weights(
                 self.parameterAsString(parameters, "TARGET_WEIGHTS", context), job["targets"],
                 self.parameterAsSource(parameters, "REGIONS", context).fields())
+            if not self.parameterAsBool(parameters, "AUTO_WEIGHT", context):
+                job["predictor"] = {"auto_weight": False}
         if field("CLASS_FIELD"):
             job["classes"] = [field("CLASS_FIELD")]
             if self.parameterDefinition("CLUSTERS") is not None:
