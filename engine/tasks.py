@@ -215,8 +215,9 @@ def weighting_text(weighting: dict | None, field: str | None) -> str:
 
 def _weighted_versus(target: str, weights, y, held_out, evaluation, baselines, method: str,
                      dataset, sink: EventSink) -> dict:
-    """For a target with region weights: the default against the weighted bar in weighted R²
-    (logged), as {"weighted": {...}}; {} without weights."""
+    """For a target with region weights: how the weights entered and the default against the
+    weighted bar in weighted R² (both logged), as {"weights": {...}, "versus_weighted_bar":
+    {...}}; {} without weights."""
     if weights is None:
         return {}
     from engine.training.metrics import paired_r2_difference, versus_text
