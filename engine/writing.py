@@ -19,8 +19,11 @@ from engine.training.metrics import extrapolation_text, versus_text
 OUTPUT_NAMES = ["regions.gpkg", "regions.csv", "model", "metrics.json", "report.html"]
 
 
-def manifest(dataset, job: dict, opts: dict, targets: list[str]) -> dict:
-    """What a model was trained on: `predict` refuses regions described differently."""
+def manifest(dataset, job: dict, opts: dict, targets: list[str],
+             weighting: dict[str, dict] | None = None) -> dict:
+    """What a model was trained on: `predict` refuses regions described differently.
+    `weighting`: target -> how its final model used region weights (named or read off the
+    errors), for the record."""
     return {
         "format": "topt-model", "version": 1, "engine_version": __version__,
         "views": {name: {"kind": v.kind, "columns": list(map(str, v.columns)) if v.kind != "flow"
@@ -30,6 +33,7 @@ def manifest(dataset, job: dict, opts: dict, targets: list[str]) -> dict:
         "task_descriptions": job.get("task_descriptions") or {},
         "target_weights": {t: f for t, f in (job.get("target_weights") or {}).items()
                            if t in targets},
+        "weighting": dict(weighting or {}),
         "seed": opts["seed"], "protocol": opts["protocol"],
     }
 
@@ -56,7 +60,9 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
             for target, final in final_models.items():
                 save_task_model(final, model_dir / "tasks" / target)
             write_json(model_dir / "manifest.json",
-                       manifest(dataset, job, opts, list(final_models)))
+                       manifest(dataset, job, opts, list(final_models),
+                                {t: m.weighting for t, m in final_models.items()
+                                 if getattr(m, "weighting", None)}))
             outputs["model"] = str(out_dir / "model")
         write_json(stage / "metrics.json", metrics)
         outputs["metrics"] = str(out_dir / "metrics.json")

@@ -103,6 +103,7 @@ def test_a_model_trained_with_a_weight_field_predicts_as_at_training(layers, tmp
           "--folds", "5", "--out-dir", str(out)])
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     assert manifest["target_weights"] == {"crime": "pop"}
+    assert manifest["weighting"]["crime"]["weighting"] == "precision"
     assert "R2_weighted" in json.loads((out / "metrics.json").read_text())[
         "tasks"]["crime"]["methods"]["ToPT default (SREL + prompt vectors + raw features)"]
     predicted = tmp_path / "predicted"
