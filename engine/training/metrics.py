@@ -205,25 +205,23 @@ WEIGHT_HINT_LEVEL = 1e-3  # the test level of `weight_hint`, after Bonferroni ov
 WEIGHT_HINT_RANK_LEVEL = 0.05  # its rank check's level, likewise
 
 
-def weight_hint(y: np.ndarray, features: np.ndarray | None, fields: dict[str, np.ndarray], *,
-                level: float = WEIGHT_HINT_LEVEL, rank_level: float = WEIGHT_HINT_RANK_LEVEL,
-                loo_predictions: np.ndarray | None = None) -> dict | None:
+def weight_hint(y: np.ndarray, predictions: np.ndarray, fields: dict[str, np.ndarray], *,
+                level: float = WEIGHT_HINT_LEVEL,
+                rank_level: float = WEIGHT_HINT_RANK_LEVEL) -> dict | None:
     """The numeric field that a target's errors say is its denominator, or None.
 
     A rate or ratio over a small number (deaths over expected deaths, cases over births) is
     noisier where that number is small: its error variance grows with 1 / field. Here the
-    squared leave-one-out errors of the bar (RidgeCV on `features`, labelled regions only)
-    are regressed on 1 / field for each field that is > 0 wherever the target is labelled
-    (Breusch and Pagan's test against that one direction: n R² ~ chi²(1)); a field with a
-    positive slope and a p-value under `level` after Bonferroni over the fields tested is
-    returned as {"field", "p_value"} (the smallest). The squared errors' ranks must agree
-    (Spearman's correlation of the absolute errors with 1 / field, one-sided, under
-    `rank_level` after Bonferroni): n R² alone is moved by a few outliers in small places. y (N,), NaN = unlabelled; features
-    (N, F); fields: name -> (N,) values; `loo_predictions`: the bar's leave-one-out
-    predictions of the labelled regions when the caller has them (then `features` is unused)."""
+    squared leave-one-out errors of the bar (`predictions`: its leave-one-out predictions of
+    the same regions) are regressed on 1 / field for each field that is > 0 wherever the
+    target is labelled (Breusch and Pagan's test against that one direction: n R² ~ chi²(1));
+    a field with a positive slope and a p-value under `level` after Bonferroni over the fields
+    tested is returned as {"field", "p_value", "rank_p_value"} (the smallest p-value). The
+    errors' ranks must agree (Spearman's correlation of the squared errors with 1 / field,
+    one-sided, under `rank_level` after Bonferroni): n R² alone is moved by a few outliers in
+    small places. y, predictions (n,), regions with NaN labels left out; fields: name -> (n,)
+    values of the same regions."""
     from scipy import stats
-
-    from engine.training.baselines import LeaveOneOutRidge
 
     labelled = np.isfinite(y)
     tested = {name: np.asarray(values, dtype=np.float64)[labelled]
@@ -232,9 +230,7 @@ def weight_hint(y: np.ndarray, features: np.ndarray | None, fields: dict[str, np
               if np.isfinite(v).all() and (v > 0).all() and np.ptp(v) > 0}
     if not tested or labelled.sum() < 10:
         return None
-    if loo_predictions is None:
-        loo_predictions = LeaveOneOutRidge().fit(features[labelled], y[labelled]).loo_predictions_
-    squared = (y[labelled] - loo_predictions) ** 2
+    squared = (y[labelled] - np.asarray(predictions, dtype=np.float64)[labelled]) ** 2
     best = None
     for name, values in tested.items():
         fit = stats.linregress(1.0 / values, squared)

@@ -49,7 +49,7 @@ the test fold's labels (`selection_index`): OPTIMISTIC, for reproducing publishe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,7 @@ from engine.training.cv import (
     kfold_splits,
 )
 from engine.training.features import zscore
-from engine.training.metrics import regression_metrics
+from engine.training.metrics import regression_metrics, weight_hint
 
 Predict = Callable[[np.ndarray], np.ndarray]  # region indices -> predictions in target units
 
@@ -575,11 +575,13 @@ def input_blocks(inputs: TaskInputs, config: PredictorConfig) -> dict[str, np.nd
 
 def build_candidates(inputs: TaskInputs, config: PredictorConfig, *, non_negative: bool,
                      seed: int = 0, device: str = "cpu",
-                     shared: SharedDecompositions | None = None) -> list[Candidate]:
+                     shared: SharedDecompositions | None = None,
+                     blocks: dict[str, np.ndarray] | None = None) -> list[Candidate]:
     """The candidates this task's inputs allow (log1p ones only for targets >= 0). `shared`
-    keeps each block's decompositions of the training rows for the caller."""
+    keeps each block's decompositions of the training rows for the caller; `blocks`:
+    `input_blocks(inputs, config)` when the caller has them."""
     alphas = np.asarray(config.alphas, dtype=np.float64)
-    blocks = input_blocks(inputs, config)
+    blocks = input_blocks(inputs, config) if blocks is None else blocks
     raw = inputs.raw_features
     raw_named = ({"raw": raw} if isinstance(raw, np.ndarray) else dict(raw or {}))
     transforms = [t for t in config.target_transforms if t == "raw" or non_negative]
@@ -718,26 +720,28 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
     non_negative = bool((y[train] >= 0).all())
     region_weights = _checked_weights(inputs, train, selection_index)
     shared = SharedDecompositions()
+    blocks = input_blocks(inputs, config)
     weighting = None
-    found = None
     if (region_weights is None and config.auto_weight and inputs.denominators
             and protocol == "clean"):
-        found = _denominator(inputs, config, train, shared)
+        loo = _anchor_loo(blocks, config, train, y, shared)
+        found = weight_hint(y[train], loo, {name: np.asarray(values, dtype=np.float64)[train]
+                                            for name, values in inputs.denominators.items()})
         if found is not None:
-            region_weights = np.asarray(inputs.denominators[found["field"]], dtype=np.float64)
-    if region_weights is not None and (config.weighting == "precision" or found is not None):
-        region_weights, weighting = precision_weights(inputs, config, train, region_weights,
-                                                      shared)
-        if found is not None:
+            region_weights, weighting = precision_weights(
+                np.asarray(inputs.denominators[found["field"]], dtype=np.float64), train, y, loo)
             weighting = {**weighting, **found, "automatic": True}
-        inputs = TaskInputs(inputs.embeddings, inputs.semantic, inputs.raw_features, inputs.y,
-                            region_weights)
+    elif region_weights is not None and config.weighting == "precision":
+        region_weights, weighting = precision_weights(
+            region_weights, train, y, _anchor_loo(blocks, config, train, y, shared))
     elif region_weights is not None and config.weighting == "as_given":
         weighting = {"weighting": "as_given", "weight_ratio": _spread(region_weights[train])}
     elif region_weights is not None:
         raise ValueError(f"unknown weighting {config.weighting!r}")
+    if region_weights is not None:  # what every candidate and the stack read from here on
+        inputs = replace(inputs, weights=region_weights, denominators=None)
     candidates = build_candidates(inputs, config, non_negative=non_negative, seed=seed,
-                                  device=device, shared=shared)
+                                  device=device, shared=shared, blocks=blocks)
     names = [c.name for c in candidates]
 
     if protocol == "paper":
@@ -797,30 +801,15 @@ def fit_task(inputs: TaskInputs, train_index: np.ndarray, *, protocol: str = "cl
                       _predictors={n: predictors[n] for n in [*kept, *([guard] if guard else [])]})
 
 
-def _denominator(inputs: TaskInputs, config: PredictorConfig, train: np.ndarray,
-                 shared: SharedDecompositions) -> dict | None:
-    """{"field", "p_value"}: the field of `inputs.denominators` that the training regions'
-    errors say is the target's denominator (`metrics.weight_hint`), or None."""
-    from engine.training.metrics import weight_hint
-
-    y = np.asarray(inputs.y, dtype=np.float64)
-    visible = np.full(len(y), np.nan)
-    visible[train] = y[train]  # the hint reads the training labels only
-    loo = _anchor_loo(inputs, config, train, shared)  # (n,) in the order of `train`
-    return weight_hint(visible, None, inputs.denominators,
-                       loo_predictions=loo[np.argsort(train)])  # in the regions' order
-
-
-def _anchor_loo(inputs: TaskInputs, config: PredictorConfig, train: np.ndarray,
-                shared: SharedDecompositions) -> np.ndarray:
-    """(n,) the anchor's unweighted Ridge's leave-one-out predictions of the training regions
-    (the bar's; its SVD kept in `shared` for the anchor candidate and the training reach)."""
-    blocks = input_blocks(inputs, config)
+def _anchor_loo(blocks: dict[str, np.ndarray], config: PredictorConfig, train: np.ndarray,
+                y: np.ndarray, shared: SharedDecompositions) -> np.ndarray:
+    """(n,) the anchor's unweighted Ridge's leave-one-out predictions of the training regions,
+    in the order of `train` (the bar's; its SVD kept in `shared` for the anchor candidate and
+    the training reach)."""
     block = _anchor_block(config, blocks)
     X = blocks[block]
     svd = shared.get(("svd", block), train, lambda: centred_svd(X[train]))
     model = LeaveOneOutRidge(alphas=np.asarray(config.alphas, dtype=np.float64))
-    y = np.asarray(inputs.y, dtype=np.float64)
     return model.fit(X[train], y[train], decomposition=svd).loo_predictions_
 
 
@@ -850,23 +839,18 @@ def _checked_weights(inputs: TaskInputs, train: np.ndarray,
     return weights
 
 
-def precision_weights(inputs: TaskInputs, config: PredictorConfig, train: np.ndarray,
-                      weights: np.ndarray,
-                      shared: SharedDecompositions | None = None
-                      ) -> tuple[np.ndarray, dict[str, Any]]:
+def precision_weights(weights: np.ndarray, train: np.ndarray, y: np.ndarray,
+                      loo_predictions: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """((N,) 1 / (tau^2 + sigma^2 / w), what was fitted): the inverse of each region's error
     variance when it is a between-region part tau^2 plus sampling noise sigma^2 / w (w: the
     region's population or expected count). tau^2 and sigma^2 >= 0 are fitted (non-negative
     least squares) to the squared leave-one-out residuals of the anchor's unweighted Ridge on
-    the training regions:
-    where sampling noise dominates (rare events: deaths, infant deaths) the weights follow w;
-    where it does not (a county's share of graduates) they are nearly equal, and one very large
-    region cannot take over the fit. Only the labels of `train` are read; regions outside it
-    keep their w (scaled alike), never read by the fit. `shared`: the caller's decompositions
-    (the bar's SVD serves the anchor candidate and the training reach too)."""
-    y = np.asarray(inputs.y, dtype=np.float64)
-    loo = _anchor_loo(inputs, config, train, shared or SharedDecompositions())
-    squared = (y[train] - loo) ** 2  # (n,)
+    the training regions (`loo_predictions`, (n,) in the order of `train`): where sampling
+    noise dominates (rare events: deaths, infant deaths) the weights follow w; where it does
+    not (a county's share of graduates) they are nearly equal, and one very large region cannot
+    take over the fit. Only the labels of `train` are read (y (N,)); regions outside it keep
+    their w (scaled alike), never read by the fit."""
+    squared = (y[train] - loo_predictions) ** 2  # (n,)
     scale = float(np.mean(weights[train]))
     design = np.column_stack([np.ones(len(train)), scale / weights[train]])  # (n, 2)
     (tau2, sigma2), _ = nnls(design, squared)

@@ -433,21 +433,29 @@ def test_precision_weights_follow_the_weight_only_where_sampling_noise_is_the_er
     """Rates whose error is sampling noise (counts / population) get weights that grow with
     the population; values whose error does not shrink with it (the same noise in every
     region) get nearly equal weights, so a few very large places cannot take the fit over."""
-    from engine.training.predictor import precision_weights
+    from engine.training.predictor import (
+        SharedDecompositions,
+        _anchor_loo,
+        input_blocks,
+        precision_weights,
+    )
 
     X, rate, population, observed = _noisy_rates(2)
     train = np.arange(150)
     config = PredictorConfig()
-    sampled, fitted = precision_weights(TaskInputs(None, None, {"raw": X}, observed,
-                                                   population), config, train, population)
+
+    def bar_loo(y):  # the anchor's leave-one-out predictions, as fit_task gives them
+        blocks = input_blocks(TaskInputs(None, None, {"raw": X}, y), config)
+        return _anchor_loo(blocks, config, train, y, SharedDecompositions())
+
+    sampled, fitted = precision_weights(population, train, observed, bar_loo(observed))
     assert fitted["sampling_variance_at_mean_weight"] > 0
     assert fitted["weight_ratio"] == pytest.approx(sampled.max() / sampled.min())
     assert np.corrcoef(np.log(sampled), np.log(population))[0, 1] > 0.9
     assert sampled.max() / sampled.min() > 20
     rng = np.random.default_rng(2)
     flat = rate + rng.normal(0, 0.005, size=150)  # the error of a place of 50 as of 50,000
-    even, _ = precision_weights(TaskInputs(None, None, {"raw": X}, flat, population), config,
-                                train, population)
+    even, _ = precision_weights(population, train, flat, bar_loo(flat))
     assert even.max() / even.min() < 3  # against a population range of 1,000
 
 
