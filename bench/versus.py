@@ -72,6 +72,7 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
     from engine.data.benchmark import load_benchmark_folder
     from engine.language.encode import encode_regions
     from engine.models.modeling_srel import SRELConfig
+    from engine.tasks import region_fields
     from engine.training.baselines import ridge_cv_fit_predict
     from engine.training.features import literature_features, robust_features
     from engine.training.train_srel import fit_srel
@@ -79,8 +80,6 @@ def run_versus(data: str | Path = MANHATTAN, *, seeds: tuple[int, ...] = (0, 1, 
     dataset = (load_benchmark_folder(data, city=city) if isinstance(data, (str, Path))
                else data)
     names, missing = resolve_tasks(tasks or LITERATURE_TASKS, dataset.targets)
-    from engine.tasks import region_fields
-
     literature = literature_features(dataset)
     features = {"raw": literature, "robust": robust_features(dataset)}
     # the region layer's numeric fields, which the engine may read as a rate's denominator

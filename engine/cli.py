@@ -122,6 +122,17 @@ def _split_list(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def _per_target(items: list[str], option: str, value: str) -> dict[str, str]:
+    """Repeated `option TARGET=VALUE` items -> {target: value}, both stripped."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"{option} needs TARGET={value}, got {item!r}")
+        target, text = item.split("=", 1)
+        out[target.strip()] = text.strip()
+    return out
+
+
 def job_from_args(args: argparse.Namespace) -> dict:
     """One job dict from a `--job` file and the command-line options (options win)."""
     from engine.data.build import parse_source
@@ -168,18 +179,10 @@ def job_from_args(args: argparse.Namespace) -> dict:
         job["classes"] = _split_list(args.classes)
     if args.benchmark:
         job["benchmark"] = args.benchmark
-    weights = job.setdefault("target_weights", {})
-    for item in args.target_weight:
-        if "=" not in item:
-            raise InputError(f"--target-weight needs TARGET=FIELD, got {item!r}")
-        target, weight_field = (part.strip() for part in item.split("=", 1))
-        weights[target] = weight_field
-    descriptions = job.setdefault("task_descriptions", {})
-    for item in args.task_description:
-        if "=" not in item:
-            raise InputError(f"--task-description needs TARGET=TEXT, got {item!r}")
-        target, text = item.split("=", 1)
-        descriptions[target.strip()] = text.strip()
+    job.setdefault("target_weights", {}).update(
+        _per_target(args.target_weight, "--target-weight", "FIELD"))
+    job.setdefault("task_descriptions", {}).update(
+        _per_target(args.task_description, "--task-description", "TEXT"))
     for key in ("out_dir", "model", "seed", "embedding_size", "epochs", "folds", "clusters",
                 "shuffle", "fold_seed", "city", "protocol", "language_model", "image_raster",
                 "cache_dir", "device", "overwrite", "prompt4re"):
