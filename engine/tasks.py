@@ -193,24 +193,18 @@ def region_fields(dataset) -> dict[str, np.ndarray] | None:
     return {str(name): matrix[:, j] for j, name in enumerate(view.columns)}
 
 
-def weighting_text(weighting: dict | None, field: str | None) -> str:
-    """How the final model used the weight field, in a sentence for the log."""
-    if not weighting:
-        return f"weight field {field}"
+def weighting_text(weighting: dict, field: str) -> str:
+    """How a fit used the weight field `field` (`FittedTask.weighting`), for the log."""
     ratio = f"the largest weight is {weighting['weight_ratio']:.3g} times the smallest"
     if weighting["weighting"] != "precision":
-        return f"weights from field {field}, as given: {ratio}"
-    if weighting.get("automatic"):
-        return (f"error variance = {weighting['between_region_variance']:.3g} between regions "
-                f"+ {weighting['sampling_variance_at_mean_weight']:.3g} x (mean {field} / "
-                f"{field}); {ratio}")
+        return f"as given: {ratio}"
     between = weighting["between_region_variance"]
     sampling = weighting["sampling_variance_at_mean_weight"]
     if sampling == 0:
-        return (f"weights from field {field}: the errors do not shrink as {field} grows "
-                f"(between-region variance {between:.3g}), so the regions weigh alike")
-    return (f"weights from field {field}: error variance = {between:.3g} between regions + "
-            f"{sampling:.3g} x (mean {field} / {field}) of sampling noise; {ratio}")
+        return (f"the errors do not shrink as {field} grows (between-region variance "
+                f"{between:.3g}), so the regions weigh alike")
+    return (f"error variance = {between:.3g} between regions + {sampling:.3g} x (mean {field} / "
+            f"{field}) of sampling noise; {ratio}")
 
 
 def _weighted_versus(target: str, weights, y, held_out, evaluation, baselines, method: str,
@@ -227,7 +221,8 @@ def _weighted_versus(target: str, weights, y, held_out, evaluation, baselines, m
         [baselines[WEIGHTED_BAR].predictions[held_out]], evaluation.pooled.fold[held_out],
         weights=weights[held_out])
     field = dataset.weight_fields.get(target)
-    sink.log(f"{target}: {weighting_text(evaluation.final.weighting, field)}")
+    sink.log(f"{target}: weights from field {field}: "
+             f"{weighting_text(evaluation.final.weighting, field)}")
     own = evaluation.pooled.metrics["r2_weighted"]
     bar = baselines[WEIGHTED_BAR].metrics["r2_weighted"]
     sink.log(f"{target}: weighted R2 (weights: field {field}) "
