@@ -89,6 +89,11 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _interval(pair: list[float] | None) -> str:
+    """An R² interval as "[low, high]"; "" when there is none."""
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
+
+
 def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
                  curves: dict[str, list[float]], observed: dict[str, np.ndarray],
                  predicted: dict[str, np.ndarray], title: str = "ToPT report",
@@ -117,17 +122,13 @@ def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
     for target, entry in metrics.get("tasks", {}).items():
         weight_field = (entry.get("weights") or {}).get("field")
         for method, scores in entry.get("methods", {}).items():
-            interval = scores.get("R2_interval")
-            weighted_interval = scores.get("R2_weighted_interval")
             rows.append({"target": target + (f" (weights: {weight_field})" if weight_field
                                              else ""),
                          "method": method, **scores,
-                         "R2 95% interval": (f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-                                             if interval else ""),
+                         "R2 95% interval": _interval(scores.get("R2_interval")),
                          "weighted R2": scores.get("R2_weighted", ""),
-                         "weighted R2 95% interval": (
-                             f"[{weighted_interval[0]:.3f}, {weighted_interval[1]:.3f}]"
-                             if weighted_interval else "")})
+                         "weighted R2 95% interval": _interval(
+                             scores.get("R2_weighted_interval"))})
         weighted = weighted or weight_field is not None
         for key in ("versus_bar", "versus_weighted_bar"):
             if entry.get(key):
