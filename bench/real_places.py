@@ -3,8 +3,9 @@
 Manhattan is the only real city in the repository, and every default was chosen on it or on
 synthetic cities. The places here are real regional data that no setting was chosen on: the
 example datasets that ship inside PySAL's `libpysal` package (installed with the development
-requirements; nothing is downloaded), each with the variables of the published model it is
-known for. They have no POIs, land use or trips: the regions' numeric fields are the one view,
+requirements), and the US counties that only PySAL 1.x shipped (its last source release,
+fetched once from PyPI into the cache, hash-checked; nothing is installed), each with the
+variables of the published model it is known for. They have no POIs, land use or trips: the regions' numeric fields are the one view,
 the analyst's "any numeric field" case. Each place goes through the engine as a user's layer
 does: written to a GeoPackage with its CRS, read by `build_dataset`, then the same paired
 comparisons as `bench.versus` (the default against the bar, against itself without SREL and
@@ -14,7 +15,10 @@ file's order) and shuffled (seed 2024).
 The targets and fields were fixed from each dataset's literature before any result was seen;
 so were the weights of the rates and the ratio (their denominators: population, births,
 expected deaths; added on 2026-12-07 with the engine's region weights, before any weighted
-result was seen), each such target run both unweighted and weighted.
+result was seen), each such target run both unweighted and weighted. The US counties were
+added later (2026-12-07, evening), after four rules of the default had been shaped on the first
+four places, to test them where nothing was seen: their targets, fields and weight were fixed
+and committed before the engine was run on them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class RealPlace:
 
     name: str
     about: str  # what the regions and variables are, and where they were modelled
-    file: str  # the shapefile's name in libpysal.examples
+    file: str  # the shapefile's name in libpysal.examples, or its path in PySAL 1.x's examples
     crs: str  # the files carry no .prj: the CRS their coordinates are in
     id_field: str
     name_field: str | None
@@ -46,6 +50,14 @@ class RealPlace:
     # (target, weight field): a rate's or ratio's natural weight (its denominator), run both
     # unweighted and weighted (`--target-weight`); the counts stay unweighted
     weights: tuple[tuple[str, str], ...] = ()
+    source: str = "libpysal"  # or PYSAL1 (the archive's example folder)
+
+
+# PySAL 1.x shipped example data that libpysal no longer carries; its last source release on
+# PyPI, fetched with pip (a package registry is reachable wherever the engine installs).
+PYSAL1 = "pysal==1.14.4"
+PYSAL1_ARCHIVE = ("PySAL-1.14.4.tar.gz",
+                  "a6f7cff5e26075b070155734079f65dc566e095162263c068646211f1ea9067b")
 
 
 REAL_PLACES = (
@@ -74,19 +86,65 @@ REAL_PLACES = (
               table=("Tokyomortality.csv", "IDnum0", "AreaID"),
               ratios=(("SMR2564", "db2564", "eb2564"),),
               weights=(("SMR2564", "eb2564"),)),
+    RealPlace("us_counties", "3,085 counties of the contiguous United States, 1990: homicides "
+              "(rate per 100,000, and count; 1988-92 averages) from resource deprivation, "
+              "population structure, median age, divorce, unemployment, the South and the "
+              "population (Baller, Anselin, Messner, Deane and Hawkins, 2001)", "nat/NAT.shp",
+              "EPSG:4326", "FIPSNO", "NAME",
+              ("RD90", "PS90", "MA90", "DV90", "UE90", "SOUTH", "PO90"), ("HR90", "HC90"),
+              weights=(("HR90", "PO90"),), source=PYSAL1),
 )
 CRS_NOTE = ("Georgia's file is in UTM zone 16N (its Latitude / Longitud fields agree to 0.01 "
             "degrees); North Carolina's and St. Louis's are longitudes and latitudes, read as "
             "WGS 84 (their datum moves a county by tens of metres at most); Tokyo's carries its "
-            "own .prj (Japan Plane Rectangular zone IX, Tokyo datum).")
+            "own .prj (Japan Plane Rectangular zone IX, Tokyo datum); the US counties' are "
+            "longitudes and latitudes, read as WGS 84.")
+
+
+def pysal1_example(file: str, cache_dir: str | Path | None = None) -> Path:
+    """The path of `file` (e.g. "nat/NAT.shp") among PySAL 1.x's examples, with the files beside
+    it; the release is fetched from PyPI once, its hash checked, and its examples folder kept
+    in the cache (default $TOPT_CACHE_DIR or ~/.cache/topt)."""
+    import hashlib
+    import subprocess
+    import sys
+    import tarfile
+
+    from engine.language.models import default_cache_dir
+
+    name, sha256 = PYSAL1_ARCHIVE
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    examples = root / "bench-data" / name.removesuffix(".tar.gz")
+    path = examples / file
+    if path.exists():
+        return path
+    with tempfile.TemporaryDirectory(prefix="topt-pysal1-") as folder:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--no-binary", ":all:", "--dest", folder, PYSAL1], check=True)
+        archive = Path(folder) / name
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise RuntimeError(f"{name} from PyPI has sha256 {digest}, expected {sha256}")
+        prefix = name.removesuffix(".tar.gz") + "/pysal/examples/"
+        examples.parent.mkdir(parents=True, exist_ok=True)
+        # extracted beside its final place, then renamed: a cut-off run leaves no half folder
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=examples.parent))
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(prefix)]
+            for member in members:
+                member.name = member.name[len(prefix):]
+            tar.extractall(staging, members=members, filter="data")
+        staging.replace(examples)
+    return path
 
 
 def place_layer(place: RealPlace, folder: Path) -> Path:
-    """`place`'s shapefile from libpysal written as a GeoPackage with its CRS, in `folder`."""
+    """`place`'s shapefile written as a GeoPackage with its CRS, in `folder`."""
     import geopandas as gpd
     from libpysal.examples import get_path
 
-    frame = gpd.read_file(get_path(place.file)).set_crs(place.crs, allow_override=True)
+    source = pysal1_example(place.file) if place.source == PYSAL1 else get_path(place.file)
+    frame = gpd.read_file(source).set_crs(place.crs, allow_override=True)
     if place.table:
         import pandas as pd
 

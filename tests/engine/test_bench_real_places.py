@@ -16,7 +16,8 @@ from bench.report import real_places_goal_row, real_places_section  # noqa: E402
 BOUNDS = {"georgia": ((-85.7, -80.8), (30.3, 35.1)),
           "north_carolina": ((-84.4, -75.4), (33.8, 36.7)),
           "st_louis": ((-92.8, -87.8), (36.8, 40.4)),
-          "tokyo": ((138.9, 140.6), (35.0, 36.4))}
+          "tokyo": ((138.9, 140.6), (35.0, 36.4)),
+          "us_counties": ((-124.8, -66.9), (24.5, 49.4))}
 
 
 @pytest.mark.parametrize("place", REAL_PLACES, ids=lambda p: p.name)
@@ -26,7 +27,7 @@ def test_each_place_reads_as_a_region_layer_where_it_is(place, tmp_path):
     for target in place.targets:
         assert np.isfinite(dataset.targets[target]).sum() == dataset.n_regions
     assert dataset.n_regions == {"georgia": 159, "north_carolina": 100, "st_louis": 78,
-                                 "tokyo": 262}[place.name]
+                                 "tokyo": 262, "us_counties": 3085}[place.name]
     # The view holds the fields and never a target.
     columns = [c for view in dataset.views.values() for c in view.columns]
     assert set(columns) == set(place.fields)
@@ -94,3 +95,14 @@ def test_tokyos_table_joins_each_municipality_to_its_own_row(tmp_path):
     centroids = frame.geometry.centroid
     assert np.hypot(centroids.x - frame["X_CENTROID"], centroids.y - frame["Y_CENTROID"]).max() < 1
     assert np.allclose(frame["SMR2564"], frame["db2564"] / frame["eb2564"])
+
+
+def test_the_us_counties_rate_is_the_count_over_the_population(tmp_path):
+    """PySAL 1.x's counties, fetched and unpacked from PyPI: the rate per 100,000 and the count
+    of the same counties agree (a file from another release, or fields read out of line,
+    would not)."""
+    counties = next(p for p in REAL_PLACES if p.name == "us_counties")
+    dataset = place_dataset(counties, tmp_path)
+    rate = dataset.targets["HR90"]
+    count_rate = dataset.targets["HC90"] / dataset.target_weights["HR90"] * 1e5
+    assert np.allclose(rate, count_rate, rtol=1e-6, atol=1e-6)
