@@ -580,27 +580,39 @@ def _bar_rows(real: dict | None) -> list[dict]:
 
 
 def real_places_goal_row(real: dict | None) -> list[str]:
-    """The goal "never below the bar on a city we have not seen", read off the real places."""
+    """The goal "never below the bar on a city we have not seen", read off the real places:
+    all of them, and apart the places added after the default's rules were made (nothing was
+    chosen on those; the verdict reads them where there are any)."""
     rows = _bar_rows(real)
     if not rows:
         return []
-    below = [r for r in rows if r["difference"] < 0]
-    clearly = [r for r in rows if r["high"] < 0]
-    worst = min(rows, key=lambda r: r["difference"])
-    places = sorted({r["place"] for r in rows})
-    text = (f"{len(rows) - len(below)} of {len(rows)} task rows at or above the bar on "
-            f"{len(places)} real places outside the repository ({', '.join(places)}; "
-            f"{len(real['seeds'])} seed(s), {(real.get('environment') or {}).get('date', '?')[:10]}"
-            f"); worst {worst['place']} {worst['task']} ({worst['split']}) "
-            f"{worst['difference']:+.3f} [{worst['low']:+.3f}, {worst['high']:+.3f}]; clearly "
-            f"below (interval under 0) on {len(clearly)}")
-    by = (f"{len(below)} row(s) below" if below else "none below")
-    # Rules of the default were changed on evidence from these places (Tokyo's ratio above
-    # all), each checked on every set; they are no longer places nothing was chosen on.
+    unseen_places = {p["name"] for p in real.get("places", []) if p.get("seen") is False}
+    date = (real.get("environment") or {}).get("date", "?")[:10]
+    parts = []
+    for label, subset in (("", rows),
+                          ("unseen ", [r for r in rows if r["place"] in unseen_places])):
+        if not subset:
+            continue
+        below = [r for r in subset if r["difference"] < 0]
+        clearly = [r for r in subset if r["high"] < 0]
+        worst = min(subset, key=lambda r: r["difference"])
+        places = sorted({r["place"] for r in subset})
+        parts.append(f"{len(subset) - len(below)} of {len(subset)} task rows at or above the "
+                     f"bar on {len(places)} {label}real place(s) ({', '.join(places)}); worst "
+                     f"{worst['place']} {worst['task']} ({worst['split']}) "
+                     f"{worst['difference']:+.3f} [{worst['low']:+.3f}, {worst['high']:+.3f}]; "
+                     f"clearly below (interval under 0) on {len(clearly)}")
+    text = "; ".join(parts) + f" ({len(real['seeds'])} seed(s), {date})"
+    # Rules of the default were changed on evidence from the first four places (Tokyo's ratio
+    # above all), each checked on every set; they are no longer places nothing was chosen on.
     text += ("; the extrapolation guard, the shrinkage's absolute error, each region's own-out "
              "penalty and the automatic weighting by a rate's denominator were made on Tokyo's "
-             "ratio and checked on every set, so these places are no longer unseen: a new "
-             "place is the real test")
+             "ratio and checked on the first four places, so those are no longer unseen")
+    judged = [r for r in rows if r["place"] in unseen_places] or rows
+    below = [r for r in judged if r["difference"] < 0]
+    by = (f"{len(below)} row(s) below" if below else "none below")
+    if unseen_places:
+        by += " on the unseen place(s)"
     return [f"| engine default never below the bar on a place it was not tuned on (real "
             f"places, 10 folds, both splits) | {text} | {_verdict(not below, by)} |"]
 
@@ -613,9 +625,12 @@ def real_places_section(real: dict | None) -> list[str]:
     lines = ["### Real places outside the repository", "",
              f"From `real-places.json` ({real.get('mode', '?')} mode, measured "
              f"{env.get('date')}, commit `{env.get('git_commit')}`, {_cpu_name(env)}; "
-             f"`bench/real_places.py`): real regional data on which no setting of the engine "
-             "was chosen, the example datasets that ship inside PySAL's `libpysal` package, "
-             "each written to a GeoPackage and read as a user's region layer. Their numeric "
+             f"`bench/real_places.py`): real regional data outside the repository, the "
+             "example datasets that ship inside PySAL's `libpysal` package and the US "
+             "counties of PySAL 1.x (fetched from PyPI), each written to a GeoPackage and "
+             "read as a user's region layer. Places marked *unseen* were added after the "
+             "last rule of the default was made and nothing was chosen on them; the others "
+             "have been used to check (and, Tokyo, to shape) rules of the default. Their numeric "
              "fields are the one view (no POIs, land use or trips); the targets and fields "
              "are those of each dataset's published model, fixed before any result was seen. "
              f"{real['folds']} folds, unshuffled (the file's order) and shuffled (seed 2024); "
@@ -627,7 +642,9 @@ def real_places_section(real: dict | None) -> list[str]:
              "against the plain bar in plain R². "
              f"{real.get('crs_note', '')}", ""]
     for place in real.get("places", []):
-        lines.append(f"- **{place['name']}** ({place['regions']} regions): {place['about']}. "
+        unseen = " (*unseen*)" if place.get("seen") is False else ""
+        lines.append(f"- **{place['name']}**{unseen} ({place['regions']} regions): "
+                     f"{place['about']}. "
                      f"Fields {', '.join(place['fields'])}; targets "
                      f"{', '.join(place['tasks'])}"
                      + "".join(f"; {target} also weighted by {field}"

@@ -74,6 +74,22 @@ def test_the_goal_is_met_only_when_no_row_falls_below_the_bar():
     assert real_places_goal_row(None) == []
 
 
+def test_with_an_unseen_place_the_goal_reads_that_place():
+    """Places the default's rules were checked on cannot show it generalises; once a place that
+    nothing was chosen on is in, its rows decide the verdict, and the row names them apart."""
+    real = _real([_row("georgia", "PctBach", "shuffled", -0.01, -0.03, 0.01),
+                  _row("us_counties", "HR90", "shuffled", 0.02, 0.0, 0.04)])
+    real["places"] = [{"name": "georgia", "seen": True},
+                      {"name": "us_counties", "seen": False}]
+    [line] = real_places_goal_row(real)
+    assert "1 of 2 task rows at or above the bar on 2 real place(s)" in line
+    assert "1 of 1 task rows at or above the bar on 1 unseen real place(s) (us_counties)" in line
+    assert "**met** (none below on the unseen place(s))" in line
+    real["rows"].append(_row("us_counties", "HC90", "unshuffled", -0.02, -0.05, 0.01))
+    [line] = real_places_goal_row(real)
+    assert "**not met** (1 row(s) below on the unseen place(s))" in line
+
+
 def test_the_section_lists_every_row_and_counts_them():
     rows = [_row("georgia", "PctBach", "shuffled", 0.05, 0.01, 0.09),
             _row("georgia", "PctBach", "unshuffled", -0.03, -0.05, -0.01)]
