@@ -111,6 +111,9 @@ def _add_common(cmd: argparse.ArgumentParser, needs_data: bool) -> None:
                      help="fit a target without --target-weight unweighted even when its errors "
                      "shrink as a numeric region field grows (by default it is then weighted by "
                      "that field, and the log says so)")
+    run.add_argument("--interval-level", type=float, default=None,
+                     help="the level of each prediction's interval, fields lo_<target> and "
+                     "hi_<target> (default 0.9: about 9 in 10 regions inside; 0: no intervals)")
     run.add_argument("--cache-dir", type=Path, default=None)
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -185,7 +188,7 @@ def job_from_args(args: argparse.Namespace) -> dict:
         _per_target(args.task_description, "--task-description", "TEXT"))
     for key in ("out_dir", "model", "seed", "embedding_size", "epochs", "folds", "clusters",
                 "shuffle", "fold_seed", "city", "protocol", "language_model", "image_raster",
-                "cache_dir", "device", "overwrite", "prompt4re"):
+                "cache_dir", "device", "overwrite", "prompt4re", "interval_level"):
         value = getattr(args, key, None)
         # None: not given. False is "not given" only for the on/off flags; --no-shuffle and
         # --seed 0 are choices (`value not in (None, False)` dropped both: 0 == False).

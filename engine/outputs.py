@@ -25,6 +25,7 @@ PREDICTION_PREFIX = "pred_"
 FOLD_PREFIX = "fold_"
 EXTRAPOLATION_PREFIX = "ext_"  # 0; 1 inputs beyond the training regions'; 2 prediction outside
 # the training labels' range; 3 both (engine.training.predictor.TrainingReach)
+LOW_PREFIX, HIGH_PREFIX = "lo_", "hi_"  # a prediction's interval (engine.training.intervals)
 
 
 def output_id_field(job: dict, default: str = "region_id") -> str:
@@ -112,10 +113,11 @@ def _plain(value):
 
 def region_table(dataset: RegionDataset, embeddings: np.ndarray | None,
                  predictions: dict[str, np.ndarray], folds: dict[str, np.ndarray],
-                 id_field: str, extrapolated: dict[str, np.ndarray] | None = None
+                 id_field: str, extrapolated: dict[str, np.ndarray] | None = None,
+                 intervals: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
                  ) -> dict[str, np.ndarray]:
     """Columns of the output layer, in order: id, embeddings, predictions, folds, extrapolation
-    flags."""
+    flags, the predictions' intervals (low, high; NaN, a NULL, where there is none)."""
     columns: dict[str, np.ndarray] = {id_field: np.asarray(dataset.region_ids)}
     if embeddings is not None:
         for name, column in zip(embedding_field_names(embeddings.shape[1]), embeddings.T, strict=True):
@@ -126,6 +128,9 @@ def region_table(dataset: RegionDataset, embeddings: np.ndarray | None,
         columns[f"{FOLD_PREFIX}{target}"] = np.asarray(values, dtype=np.int32)
     for target, values in (extrapolated or {}).items():
         columns[f"{EXTRAPOLATION_PREFIX}{target}"] = np.asarray(values, dtype=np.int32)
+    for target, (low, high) in (intervals or {}).items():
+        columns[f"{LOW_PREFIX}{target}"] = np.asarray(low, dtype=np.float64)
+        columns[f"{HIGH_PREFIX}{target}"] = np.asarray(high, dtype=np.float64)
     return columns
 
 

@@ -31,6 +31,7 @@ DEFAULTS = {
     "language_model": "smollm2",  # smollm2 | minilm | none | Hugging Face id or path
     "device": "auto",  # auto | cpu | cuda[:i]
     "overwrite": False,  # replace outputs already in out_dir
+    "interval_level": 0.9,  # lo_/hi_ prediction intervals (engine.training.intervals); 0: none
 }
 MIN_LABELLED = 10  # fewer labelled regions than this cannot be cross-validated honestly
 
@@ -49,7 +50,15 @@ def resolve_device(name: str) -> str:
 
 
 def options(job: dict) -> dict:
-    return {**DEFAULTS, **{k: job[k] for k in DEFAULTS if job.get(k) is not None}}
+    opts = {**DEFAULTS, **{k: job[k] for k in DEFAULTS if job.get(k) is not None}}
+    try:
+        level = float(opts["interval_level"])
+    except (TypeError, ValueError):
+        level = -1.0
+    if not 0 <= level < 1:
+        raise InputError(f"the interval level must lie in [0, 1), got {opts['interval_level']!r}",
+                         hint="Give e.g. --interval-level 0.9 (0: no intervals).")
+    return {**opts, "interval_level": level}
 
 
 # ---------------------------------------------------------------- check

@@ -40,10 +40,30 @@ def _check_manifest(model_dir: Path, dataset) -> dict:
     return manifest
 
 
+def _half_widths(target: str, interval: dict, predictions: np.ndarray,
+                 fields: dict[str, np.ndarray], sink: EventSink) -> np.ndarray | None:
+    """Half-widths of `target`'s intervals as trained (`engine.training.intervals`): the
+    trained calibration of each prediction's bin, times each region's error scale where the
+    model had one (read from the same field of these regions); None, with a log line, where
+    that field is missing."""
+    from engine.training.intervals import error_scale, half_widths
+
+    scale = interval.get("scale")
+    if scale is None:
+        return half_widths(interval["calibration"], predictions)
+    field = scale["field"]
+    if field not in fields:
+        sink.log(f"{target}: no intervals (lo_{target}, hi_{target}): its model scales them by "
+                 f"the field {field}, which is not among these regions' numeric fields; list "
+                 "it in --fields to get them")
+        return None
+    return half_widths(interval["calibration"], predictions, error_scale(scale, fields[field]))
+
+
 def run_predict(dataset, job: dict, opts: dict, device: str, out_dir: Path,
                 sink: EventSink) -> int:
     from engine.models.serialization import load_model
-    from engine.tasks import semantic_vectors
+    from engine.tasks import region_fields, semantic_vectors
     from engine.training.features import literature_features, robust_features
     from engine.training.predictor import TaskInputs, load_fitted_task
     from engine.training.task_io import load_task_model
@@ -63,7 +83,8 @@ def run_predict(dataset, job: dict, opts: dict, device: str, out_dir: Path,
     job = {**job, "task_descriptions": manifest.get("task_descriptions") or {}}
     semantic = semantic_vectors(dataset, job, opts, device, sink)
     features = {"raw": literature_features(dataset), "robust": robust_features(dataset)}
-    predictions, extrapolated = {}, {}
+    predictions, extrapolated, intervals = {}, {}, {}
+    fields = region_fields(dataset) or {}
     for target in targets:
         saved = load_task_model(model_dir / "tasks" / target)
         inputs = TaskInputs(embeddings, semantic.get(target), features, dataset.targets[target])
@@ -71,11 +92,18 @@ def run_predict(dataset, job: dict, opts: dict, device: str, out_dir: Path,
         predictions[target], flags = fitted.predict_flagged(np.arange(dataset.n_regions))
         if fitted.reach is not None:  # models saved before the reach existed have none
             extrapolated[target] = flags
+        interval = (manifest.get("intervals") or {}).get(target)
+        if interval and interval.get("calibration"):
+            half = _half_widths(target, interval, predictions[target], fields, sink)
+            if half is not None:
+                low = predictions[target] - half
+                intervals[target] = (np.maximum(low, 0.0) if fitted.clip_negative else low,
+                                     predictions[target] + half)
     id_field = output_id_field(job, manifest.get("id_field") or "region_id")
     with staged_output(out_dir, opts["overwrite"], ["regions.gpkg", "regions.csv"]) as stage:
         regions = write_regions(stage / "regions.gpkg", dataset,
                                 region_table(dataset, embeddings, predictions, {}, id_field,
-                                             extrapolated))
+                                             extrapolated, intervals))
     sink.result(outputs={"regions": str(out_dir / regions.name)},
                 metrics={"regions": dataset.n_regions, "targets": targets},
                 summary=f"predictions for {', '.join(targets)} of {dataset.n_regions} regions "

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.dataset import RegionDataset
+from engine.training.intervals import interval_text
 from engine.training.metrics import extrapolation_text, versus_text
 
 
@@ -176,6 +177,21 @@ def write_report(path: Path, *, dataset: RegionDataset, metrics: dict,
                      "<code>ext_&lt;target&gt;</code> marks them (1: the data, 2: the "
                      "prediction, 3: both). Read these values with care.</p>")
         parts.append("<ul>" + "".join(extrapolations) + "</ul>")
+    held = [f"<li>{html.escape(target)}: {html.escape(interval_text(entry['interval']))}</li>"
+            for target, entry in metrics.get("tasks", {}).items() if entry.get("interval")]
+    if held:
+        level = next(e["interval"]["level"] for e in metrics["tasks"].values()
+                     if e.get("interval"))
+        parts.append(f"<h2>Prediction intervals</h2><p>Each region's <code>lo_&lt;target&gt;"
+                     f"</code> and <code>hi_&lt;target&gt;</code> bound a {level:.0%} interval "
+                     "around its prediction, from the cross-validated errors of the labelled "
+                     "regions (taken in bins of the predictions, and scaled by the weight "
+                     "field's precision where the model weighed regions): about that share of "
+                     "regions like these hold their value inside. The share below is what the "
+                     "labelled regions did, each judged with intervals its own error did not "
+                     "set. It holds over regions, not for each one, and not for regions "
+                     "unlike the labelled ones (see the extrapolations).</p><ul>"
+                     + "".join(held) + "</ul>")
     clustering = metrics.get("clustering", {})
     if clustering:
         parts.append("<h2>Clustering of the embeddings</h2>")

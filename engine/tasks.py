@@ -233,6 +233,38 @@ def _weighted_versus(target: str, weights, y, held_out, evaluation, baselines, m
                                     **versus}}
 
 
+def prediction_intervals(evaluation, y: np.ndarray, level: float, weights: np.ndarray | None,
+                         weight_field: str | None, denominators: dict[str, np.ndarray] | None):
+    """(low, high, summary, final scale model) of every region's prediction at `level`
+    (`engine.training.intervals.cross_conformal`): each fold's errors scaled by its own model's
+    precision weights where it had them (`weights`, the values of the named `weight_field`,
+    or the field of `denominators` it read them from), the final model's for the unlabelled
+    regions."""
+    from engine.training.intervals import cross_conformal, error_scale, scale_model
+
+    fold = evaluation.pooled.fold
+    labelled = np.flatnonzero(fold >= 0)
+    values = dict(denominators or {})
+    if weights is not None:
+        values[weight_field] = weights
+
+    def model_of(weighting, train):
+        field = weighting["field"] if weighting and weighting.get("automatic") else weight_field
+        return scale_model(weighting, field, values.get(field), train)
+
+    def values_of(model):
+        return None if model is None else values[model["field"]]
+
+    models = {info["fold"]: model_of(info.get("weighting"), labelled[fold[labelled] != info["fold"]])
+              for info in evaluation.choices}
+    models[-1] = model_of(evaluation.final.weighting, labelled)
+    scales = {k: error_scale(m, values_of(m)) for k, m in models.items()}
+    low, high, summary = cross_conformal(y, evaluation.pooled.predictions, fold, level, scales)
+    if evaluation.pooled.clipped:  # counts: no interval reaches below 0 (NaN stays NaN)
+        low = np.maximum(low, 0.0)
+    return low, high, summary, models[-1]
+
+
 def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str, out_dir: Path,
               sink: EventSink, started: float) -> int:
     from engine.training.baselines import evaluate_baselines, ridge_cv_fit_predict
@@ -267,7 +299,9 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
     protocol = opts["protocol"]
     predictor_config = predictor_options(job)
     denominators = region_fields(dataset)
+    level = float(opts.get("interval_level") or 0)  # checked by `pipeline.options`
     tasks, predictions, fold_of, final_models, extrapolated = {}, {}, {}, {}, {}
+    intervals, interval_models = {}, {}
     t0 = time.monotonic()
     for k, (target, y) in enumerate(targets.items()):
         def progress(fraction, message="", k=k, target=target):
@@ -315,6 +349,14 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
         fold_of[target] = evaluation.pooled.fold
         final_models[target] = evaluation.final
         extrapolated[target] = evaluation.extrapolated
+        if level:
+            low, high, summary, scale = prediction_intervals(
+                evaluation, y, level, weights, (job.get("target_weights") or {}).get(target),
+                None if weights is not None else denominators)
+            intervals[target] = (low, high)
+            interval_models[target] = {"level": level, "calibration": summary.pop("calibration"),
+                                       "scale": scale}
+            tasks[target]["interval"] = summary
         bar = methods[BASELINE_NAMES[BAR]]["R2"]
         sink.log(f"{target}: R2 {methods[method]['R2']:.3f} (the bar, "
                  f"{BASELINE_NAMES[BAR]}, in this run: {bar:.3f}; difference {versus_text(versus)})")
@@ -353,4 +395,5 @@ def run_tasks(command: str, dataset, job: dict, config, opts: dict, device: str,
 
     return write_task_outputs(command, dataset, job, config, opts, out_dir, sink, srel=srel,
                               metrics=metrics, predictions=predictions, fold_of=fold_of,
-                              final_models=final_models, extrapolated=extrapolated)
+                              final_models=final_models, extrapolated=extrapolated,
+                              intervals=intervals, interval_models=interval_models)

@@ -8,22 +8,27 @@ from engine import __version__
 from engine.events import EventSink
 from engine.outputs import (
     EXTRAPOLATION_PREFIX,
+    HIGH_PREFIX,
+    LOW_PREFIX,
     output_id_field,
     region_table,
     staged_output,
     write_json,
     write_regions,
 )
+from engine.training.intervals import interval_text
 from engine.training.metrics import extrapolation_text, versus_text
 
 OUTPUT_NAMES = ["regions.gpkg", "regions.csv", "model", "metrics.json", "report.html"]
 
 
 def manifest(dataset, job: dict, opts: dict, targets: list[str],
-             weighting: dict[str, dict] | None = None) -> dict:
+             weighting: dict[str, dict] | None = None,
+             intervals: dict[str, dict] | None = None) -> dict:
     """What a model was trained on: `predict` refuses regions described differently.
     `weighting`: target -> how its final model used region weights (named or read off the
-    errors), for the record."""
+    errors), for the record; `intervals`: target -> the level, the half-width and the error
+    scale of its predictions' intervals, which `predict` applies."""
     return {
         "format": "topt-model", "version": 1, "engine_version": __version__,
         "views": {name: {"kind": v.kind, "columns": list(map(str, v.columns)) if v.kind != "flow"
@@ -34,6 +39,7 @@ def manifest(dataset, job: dict, opts: dict, targets: list[str],
         "target_weights": {t: f for t, f in (job.get("target_weights") or {}).items()
                            if t in targets},
         "weighting": dict(weighting or {}),
+        "intervals": dict(intervals or {}),
         "seed": opts["seed"], "protocol": opts["protocol"],
     }
 
@@ -41,7 +47,8 @@ def manifest(dataset, job: dict, opts: dict, targets: list[str],
 def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out_dir: Path,
                        sink: EventSink, *, srel, metrics: dict, predictions: dict,
                        fold_of: dict, final_models: dict,
-                       extrapolated: dict | None = None) -> int:
+                       extrapolated: dict | None = None, intervals: dict | None = None,
+                       interval_models: dict | None = None) -> int:
     from engine.models.serialization import save_model
     from engine.report import write_report
     from engine.training.task_io import save_task_model
@@ -52,7 +59,7 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
         outputs = {}
         if command == "train":
             columns = region_table(dataset, srel.embeddings, predictions, fold_of, id_field,
-                                   extrapolated)
+                                   extrapolated, intervals)
             regions = write_regions(stage / "regions.gpkg", dataset, columns)
             outputs["regions"] = str(out_dir / regions.name)
             model_dir = stage / "model"
@@ -62,7 +69,7 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
             write_json(model_dir / "manifest.json",
                        manifest(dataset, job, opts, list(final_models),
                                 {t: m.weighting for t, m in final_models.items()
-                                 if getattr(m, "weighting", None)}))
+                                 if getattr(m, "weighting", None)}, interval_models))
             outputs["model"] = str(out_dir / "model")
         write_json(stage / "metrics.json", metrics)
         outputs["metrics"] = str(out_dir / "metrics.json")
@@ -92,6 +99,10 @@ def write_task_outputs(command: str, dataset, job: dict, config, opts: dict, out
             label = "the default minus the weighted bar (weighted R2)"
             lines.append(f"{target:<16} {label:<52} "
                          f"{versus_text(entry['versus_weighted_bar'])}")
+        if entry.get("interval") and entry["interval"]["coverage"] is not None:
+            label = (f"{entry['interval']['level']:.0%} intervals ({LOW_PREFIX}{target}, "
+                     f"{HIGH_PREFIX}{target})")
+            lines.append(f"{target:<16} {label:<52} {interval_text(entry['interval'])}")
         if (entry.get("extrapolation") or {}).get("regions"):
             label = f"extrapolations (field {EXTRAPOLATION_PREFIX}{target})"
             lines.append(f"{target:<16} {label:<52} "

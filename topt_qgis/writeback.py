@@ -1,4 +1,5 @@
-"""Writes the engine's result fields (emb_*, pred_*, fold_*, ext_*) into QGIS layers, by region id.
+"""Writes the engine's result fields (emb_*, pred_*, fold_*, ext_*, lo_*, hi_*) into QGIS layers,
+by region id.
 
 Two ways out: `write_fields_into_layer` adds the fields to an existing layer in place (one bulk
 addAttributes, then one changeAttributeValues for all features), and `write_output_layer` makes
@@ -37,7 +38,7 @@ from qgis.PyQt.QtCore import Qt, QVariant
 from qgis.PyQt.QtGui import QColor
 
 DBF_NAME_LENGTH = 10  # the dBASE limit on field names (Shapefiles)
-RESULT_PREFIXES = ("emb_", "pred_", "fold_", "ext_")
+RESULT_PREFIXES = ("emb_", "pred_", "fold_", "ext_", "lo_", "hi_")
 
 
 class WriteBackError(QgsProcessingException):
@@ -89,7 +90,7 @@ def plan_field_names(names: list[str], existing: list[str], max_length: int | No
     """The field name each result field gets: unchanged when it fits, else shortened uniquely.
 
     A name that already exists in the layer keeps that name (the caller decides whether it may be
-    overwritten). Shortened names keep the prefix (emb_, pred_, fold_, ext_) where they can and end in a
+    overwritten). Shortened names keep the prefix (emb_, pred_, fold_, ext_, lo_, hi_) where they can and end in a
     number when two would collide: pred_service_call -> pred_servi, pred_service_time -> pred_serv1.
     """
     taken = {n.lower() for n in existing}
@@ -111,7 +112,7 @@ def plan_field_names(names: list[str], existing: list[str], max_length: int | No
 
 
 def result_fields(result: QgsVectorLayer, id_field: str, wanted: list[str] | None = None) -> list[QgsField]:
-    """The result layer's fields to copy: `wanted`, or every emb_/pred_/fold_/ext_ field."""
+    """The result layer's fields to copy: `wanted`, or every emb_/pred_/fold_/ext_/lo_/hi_ field."""
     fields = result.fields()
     if id_field not in fields.names():
         raise WriteBackError(f"the result layer has no region id field '{id_field}'; it cannot be "

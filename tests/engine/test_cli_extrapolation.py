@@ -1,5 +1,6 @@
 """What an analyst sees of extrapolated predictions through `python -m engine train|predict`:
-the ext_<target> field, the metrics.json entry, the log line and the report's section."""
+the ext_<target> field, the metrics.json entry, the log line and the report's section; and of
+each prediction's interval (lo_<target>, hi_<target>)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,39 @@ def test_train_flags_the_regions_beyond_the_training_data(layers, tmp_path):
     assert again[FAR_LABELLED] == 0 or again[FAR_LABELLED] == 2  # trained on: inside its reach
 
 
+def test_each_prediction_gets_an_interval_and_the_run_says_how_many_it_held(layers, tmp_path):
+    import geopandas as gpd
+
+    out = tmp_path / "trained"
+    events = _run(["train", *_data_args(layers), "--targets", "crime", "--folds", "5",
+                   "--interval-level", "0.8", "--out-dir", str(out)])
+    frame = gpd.read_file(out / "regions.gpkg", layer="regions").set_index("zone")
+    low, high, pred = frame["lo_crime"], frame["hi_crime"], frame["pred_crime"]
+    assert low.notna().all() and (low <= pred).all() and (pred <= high).all()
+    assert (low >= 0).all()  # a count's interval stops at 0
+    crime = gpd.read_file(layers / "regions.gpkg", layer="regions").set_index("zone")["crime"]
+    labelled = crime.notna()
+    inside = ((crime >= low) & (crime <= high))[labelled]
+    entry = json.loads((out / "metrics.json").read_text())["tasks"]["crime"]["interval"]
+    assert entry["level"] == 0.8 and entry["coverage"] == pytest.approx(inside.mean())
+    summary = next(e for e in events if e["event"] == "result")["summary"]
+    assert "80% intervals (lo_crime, hi_crime)" in summary and "held" in summary
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Prediction intervals</h2>" in report and "80%" in report
+    # the unlabelled region's interval is the final model's, and `predict` gives it again
+    predicted = tmp_path / "predicted"
+    _run(["predict", *_data_args(layers), "--model", str(out / "model"),
+          "--out-dir", str(predicted)])
+    again = gpd.read_file(predicted / "regions.gpkg", layer="regions").set_index("zone")
+    assert (again.loc[FAR_UNLABELLED, ["lo_crime", "hi_crime"]].to_numpy()
+            == pytest.approx(frame.loc[FAR_UNLABELLED, ["lo_crime", "hi_crime"]].to_numpy()))
+    # --interval-level 0: no interval fields
+    _run(["train", *_data_args(layers), "--targets", "crime", "--folds", "5",
+          "--interval-level", "0", "--out-dir", str(tmp_path / "none")])
+    columns = gpd.read_file(tmp_path / "none" / "regions.gpkg", layer="regions").columns
+    assert "pred_crime" in columns and "lo_crime" not in columns
+
+
 def test_a_model_trained_with_a_weight_field_predicts_as_at_training(layers, tmp_path):
     """`train --target-weight crime=pop`: the model says which field weighed the target, and
     `predict` gives the unlabelled region the prediction the final model gave it in `train`."""
@@ -113,3 +147,7 @@ def test_a_model_trained_with_a_weight_field_predicts_as_at_training(layers, tmp
     again = gpd.read_file(predicted / "regions.gpkg", layer="regions").set_index("zone")
     assert again.loc[FAR_UNLABELLED, "pred_crime"] == pytest.approx(
         trained.loc[FAR_UNLABELLED, "pred_crime"], rel=1e-6)
+    # its interval is scaled by the weight field's precision, there and here alike
+    assert manifest["intervals"]["crime"]["scale"]["field"] == "pop"
+    assert (again.loc[FAR_UNLABELLED, ["lo_crime", "hi_crime"]].to_numpy() == pytest.approx(
+        trained.loc[FAR_UNLABELLED, ["lo_crime", "hi_crime"]].to_numpy(), rel=1e-6))

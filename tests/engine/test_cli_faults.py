@@ -234,6 +234,19 @@ def test_missing_region_layer_and_unknown_field_name_the_layer_and_field(untouch
     assert _outputs(tmp_path / "out") == []
 
 
+@pytest.mark.parametrize("level", ["1", "-0.1", "1.5"])
+def test_an_interval_level_outside_0_to_1_is_refused_before_any_work(untouched, tmp_path,
+                                                                     level):
+    _needs("engine.data.build")
+    rc, events, stderr = _run(["train", *_data_args(untouched), "--targets", "crime",
+                               "--interval-level", level, "--out-dir", str(tmp_path / "out")])
+    assert rc == 2, stderr
+    error = _error(events)
+    assert error["kind"] == "input" and "interval level" in error["message"]
+    assert not any(e["event"] == "progress" and e.get("stage") == "srel" for e in events)
+    assert _outputs(tmp_path / "out") == []
+
+
 # ---------------------------------------------------------------- memory
 @pytest.fixture(scope="module")
 def big_grid(tmp_path_factory) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import checksum, make_regions
+from qgis.core import NULL
 
 
 def run(algorithm: str, parameters: dict, feedback=None):
@@ -38,7 +39,8 @@ def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gp
         "TASK_DESCRIPTIONS": "crime: crimes reported per region",
         "TARGET_WEIGHTS": "check_in = region_id", "LANGUAGE_MODEL": "minilm",
         "EMBEDDING_SIZE": 4, "FOLDS": 3, "SHUFFLE": False, "SEED": 5, "CLASS_FIELD": "name",
-        "CLUSTERS": 3, "MOBILITY_WEIGHTING": "trips", "OUTPUT": str(tmp_path / "out.gpkg"),
+        "CLUSTERS": 3, "MOBILITY_WEIGHTING": "trips", "INTERVAL_LEVEL": 0.8,
+        "OUTPUT": str(tmp_path / "out.gpkg"),
         "MODEL_OUTPUT": str(tmp_path / "model"),
         "REPORT": str(tmp_path / "report.html")})
     output = QgsVectorLayer(result["OUTPUT"], "out", "ogr")
@@ -59,7 +61,7 @@ def test_learn_and_predict_output_layer_model_and_report(fake_engine, regions_gp
     assert job["task_descriptions"] == {"crime": "crimes reported per region"}
     assert job["target_weights"] == {"check_in": "region_id"}
     assert job["language_model"] == "minilm" and job["folds"] == 3 and job["shuffle"] is False
-    assert job["seed"] == 5 and job["embedding_size"] == 4
+    assert job["seed"] == 5 and job["embedding_size"] == 4 and job["interval_level"] == 0.8
     assert job["classes"] == ["name"] and job["clusters"] == 3
     assert job["srel"] == {"mobility_weighting": "trips"}
     assert job["regions"]["path"] == regions_gpkg.split("|")[0]  # a file layer is read in place
@@ -321,11 +323,16 @@ def test_write_back_into_the_region_layer(fake_engine, tmp_path):
         run("learn_and_predict", {"REGIONS": layer.id(), "ID_FIELD": "region_id",
                                   "TARGETS": ["crime"], "EMBEDDING_SIZE": 3, "WRITE_BACK": True,
                                   "OUTPUT": str(tmp_path / "new.gpkg")})
-        assert {"emb_000", "emb_002", "pred_crime", "fold_crime",
-                "ext_crime"} <= set(layer.fields().names())
+        assert {"emb_000", "emb_002", "pred_crime", "fold_crime", "ext_crime", "lo_crime",
+                "hi_crime"} <= set(layer.fields().names())
         for feature in layer.getFeatures():
             assert feature["pred_crime"] == pytest.approx(2 * feature["region_id"] + 0.5)
             assert feature["ext_crime"] == int(feature["region_id"] % 5 == 0)
+            if feature["region_id"] % 7:
+                assert (feature["lo_crime"], feature["hi_crime"]) == pytest.approx(
+                    (2 * feature["region_id"] - 0.5, 2 * feature["region_id"] + 1.5))
+            else:  # a region without an interval stays NULL, not 0
+                assert feature.attribute("lo_crime") in (None, NULL)
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
 
@@ -341,7 +348,8 @@ def test_shapefile_output_gets_short_unique_names(fake_engine, regions_gpkg, tmp
     assert all(len(n) <= 10 for n in names)
     assert {"check_in", "pred_check", "fold_check", "pred_crime", "emb_001"} <= set(names)
     assert result["FIELD_NAMES"] == ("pred_check_in->pred_check, fold_check_in->fold_check, "
-                                     "ext_check_in->ext_check_")
+                                     "ext_check_in->ext_check_, lo_check_in->lo_check_i, "
+                                     "hi_check_in->hi_check_i")
     for feature in layer.getFeatures():
         assert feature["pred_check"] == pytest.approx(2 * feature["region_id"] + 0.5)
 

@@ -175,6 +175,10 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
                                              1000),
                 QgsProcessingParameterBoolean("SHUFFLE", tr("Shuffle regions before folding"),
                                               True),
+                QgsProcessingParameterNumber(
+                    "INTERVAL_LEVEL", tr("Level of each prediction's interval, fields lo_ and "
+                                         "hi_ (0: none)"),
+                    QgsProcessingParameterNumber.Double, 0.9, False, 0.0, 0.99),
                 QgsProcessingParameterEnum(
                     "PROTOCOL", tr("Evaluation protocol (clean: no test label touches any "
                                    "choice; paper: as published, optimistic)"),
@@ -274,6 +278,9 @@ class ToptAlgorithm(QgsProcessingAlgorithm):
         if self.parameterDefinition("FOLDS") is not None:
             options["folds"] = number("FOLDS")
             options["shuffle"] = self.parameterAsBool(parameters, "SHUFFLE", context)
+            if self.parameterDefinition("INTERVAL_LEVEL") is not None:
+                options["interval_level"] = self.parameterAsDouble(parameters, "INTERVAL_LEVEL",
+                                                                   context)
             options["protocol"] = self.parameterAsEnumString(parameters, "PROTOCOL", context) \
                 or "clean"
         return options

@@ -25,7 +25,7 @@ class WriteFieldsIntoLayerAlgorithm(ToptAlgorithm):
     GROUP = "Modeler steps"
     GROUP_ID = "steps"
     NEEDS_ENGINE = False
-    HELP = ("Adds fields of a result layer (by default every emb_, pred_, fold_ and ext_ field) to a "
+    HELP = ("Adds fields of a result layer (by default every emb_, pred_, fold_, ext_, lo_ and hi_ field) to a "
             "layer in place, matching features by region id, never by order. Shapefile field "
             "names are shortened to 10 characters (the mapping is reported). Fields that already "
             "exist are refused unless 'Overwrite' is chosen. Nothing is changed when a check "
@@ -46,7 +46,8 @@ class WriteFieldsIntoLayerAlgorithm(ToptAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             "RESULT_ID_FIELD", tr("Result region id field"), parentLayerParameterName="RESULT"))
         self.addParameter(QgsProcessingParameterField(
-            "FIELDS", tr("Fields to copy (empty: every emb_, pred_, fold_ and ext_ field)"),
+            "FIELDS", tr("Fields to copy (empty: every emb_, pred_, fold_, ext_, lo_ and hi_ "
+                                "field)"),
             parentLayerParameterName="RESULT", allowMultiple=True, optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             "OVERWRITE", tr("Overwrite fields that already exist"), False))

@@ -1,9 +1,10 @@
 """Fake `python -m engine`: the engine's CLI and JSON-lines events, with no machine learning.
 
 Reads the job like the real engine, writes regions.gpkg (id, geometry, emb_*, pred_*, fold_*,
-ext_*) with values computed from the region id, in shuffled row order, so tests can check the
-mapping: emb_00i = 10 * id + i, pred_<target> = 2 * id + 0.5, fold_<target> = id % 3,
-ext_<target> = 1 where id % 5 == 0, else 0.
+ext_*, lo_*, hi_*) with values computed from the region id, in shuffled row order, so tests can
+check the mapping: emb_00i = 10 * id + i, pred_<target> = 2 * id + 0.5, fold_<target> = id % 3,
+ext_<target> = 1 where id % 5 == 0, else 0, lo_<target> / hi_<target> = pred -/+ 1 (NULL where
+id % 7 == 0: a region without an interval).
 FAKE_ENGINE_MODE picks a behaviour: ok, sleep, ignore_term, crash, input_error, malformed,
 stderr_flood. FAKE_ENGINE_RECORD names a JSON file that receives argv, cwd, env and pid.
 Runs with the system Python (GDAL's osgeo bindings), never inside QGIS.
@@ -79,6 +80,8 @@ def write_regions(job, out_dir, targets, width):
         out.CreateField(ogr.FieldDefn(f"pred_{target}", ogr.OFTReal))
         out.CreateField(ogr.FieldDefn(f"fold_{target}", ogr.OFTInteger))
         out.CreateField(ogr.FieldDefn(f"ext_{target}", ogr.OFTInteger))
+        out.CreateField(ogr.FieldDefn(f"lo_{target}", ogr.OFTReal))
+        out.CreateField(ogr.FieldDefn(f"hi_{target}", ogr.OFTReal))
     out.StartTransaction()
     for region_id, geometry in rows:
         feature = ogr.Feature(out.GetLayerDefn())
@@ -90,6 +93,9 @@ def write_regions(job, out_dir, targets, width):
             feature.SetField(f"pred_{target}", 2 * value + 0.5)
             feature.SetField(f"fold_{target}", int(value) % 3)
             feature.SetField(f"ext_{target}", int(int(value) % 5 == 0))
+            if int(value) % 7:
+                feature.SetField(f"lo_{target}", 2 * value - 0.5)
+                feature.SetField(f"hi_{target}", 2 * value + 1.5)
         feature.SetGeometry(ogr.ForceToMultiPolygon(geometry))
         out.CreateFeature(feature)
     out.CommitTransaction()
