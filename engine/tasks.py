@@ -259,7 +259,8 @@ def prediction_intervals(evaluation, y: np.ndarray, level: float, weights: np.nd
               for info in evaluation.choices}
     models[-1] = model_of(evaluation.final.weighting, labelled)
     scales = {k: error_scale(m, values_of(m)) for k, m in models.items()}
-    low, high, summary = cross_conformal(y, evaluation.pooled.predictions, fold, level, scales)
+    low, high, summary = cross_conformal(y, evaluation.pooled.predictions, fold, level, scales,
+                                         sized=evaluation.pooled.clipped)
     if evaluation.pooled.clipped:  # counts: no interval reaches below 0 (NaN stays NaN)
         low = np.maximum(low, 0.0)
     return low, high, summary, models[-1]

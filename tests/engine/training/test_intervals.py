@@ -112,3 +112,36 @@ def test_too_few_regions_for_the_level_give_no_interval_rather_than_a_wrong_one(
     assert summary["coverage"] is None and summary["mean_width"] is None
     with pytest.raises(ValueError, match="between 0 and 1"):
         cross_conformal(y, predictions, _folds(12, 4), 1.0)
+
+
+def test_a_counts_intervals_grow_with_its_prediction_where_its_errors_do():
+    """180 regions (one bin): counts whose errors grow with their size. Plain intervals miss the
+    largest regions' values half the time; intervals scaled by the prediction's size hold them
+    far more often, and are narrower on average. Where errors do not grow, they are about as
+    wide as the plain ones."""
+    rng = np.random.default_rng(4)
+    n = 180
+    mean = np.exp(rng.uniform(0, 7, n))
+    y = rng.negative_binomial(5, 5 / (5 + mean)).astype(float)
+    predictions = mean * np.exp(rng.normal(0, 0.2, n))
+    fold = _folds(n)
+    top = predictions > np.quantile(predictions, 0.8)
+
+    def held(low, high):
+        return (y >= low) & (y <= high)
+
+    low, high, plain = cross_conformal(y, predictions, fold, 0.9)
+    plain_top = held(low, high)[top].mean()
+    assert plain["size_power"] == 0 and plain_top < 0.7
+    low, high, sized = cross_conformal(y, predictions, fold, 0.9, sized=True)
+    sized_top = held(low, high)[top].mean()  # 36 regions: 0.78-0.89 over seeds 4-9
+    assert sized["size_power"] > 0 and sized_top >= 0.75 and sized_top > plain_top + 0.15
+    assert sized["coverage"] == pytest.approx(0.9, abs=0.04)
+    assert sized["mean_width"] < 0.7 * plain["mean_width"]
+
+    even = rng.uniform(10, 1000, n)  # errors alike at every size: nothing to gain or lose
+    counts = np.maximum(even + rng.normal(0, 50, n), 0)
+    alike = cross_conformal(counts, even, fold, 0.9)[2]
+    flat = cross_conformal(counts, even, fold, 0.9, sized=True)[2]
+    assert flat["mean_width"] == pytest.approx(alike["mean_width"], rel=0.1)
+    assert flat["coverage"] == pytest.approx(0.9, abs=0.04)
