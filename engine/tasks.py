@@ -263,6 +263,9 @@ def prediction_intervals(evaluation, y: np.ndarray, level: float, weights: np.nd
                                          sized=evaluation.pooled.clipped)
     if evaluation.pooled.clipped:  # counts: no interval reaches below 0 (NaN stays NaN)
         low = np.maximum(low, 0.0)
+        width = (high - low)[np.isfinite(high)]
+        if len(width):  # the widths as written
+            summary.update(mean_width=float(width.mean()), median_width=float(np.median(width)))
     return low, high, summary, models[-1]
 
 
