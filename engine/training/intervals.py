@@ -169,9 +169,16 @@ def cross_conformal(y: np.ndarray, predictions: np.ndarray, fold: np.ndarray, le
     low, high = predictions - half, predictions + half
     judged = labelled[np.isfinite(half[labelled])]
     inside = np.abs(y[judged] - predictions[judged]) <= half[judged]
+    by_fifth = None  # the share held in each fifth of the predictions, smallest first
+    if len(judged) >= 50:
+        fifth = np.searchsorted(np.quantile(predictions[judged], [0.2, 0.4, 0.6, 0.8]),
+                                predictions[judged], side="right")
+        by_fifth = [float(inside[fifth == f].mean()) if (fifth == f).any() else None
+                    for f in range(5)]
     width = 2 * half[np.isfinite(half)]
     summary = {"level": level,
                "coverage": float(inside.mean()) if len(judged) else None,
+               "coverage_by_fifth": by_fifth,
                "mean_width": float(width.mean()) if len(width) else None,
                "median_width": float(np.median(width)) if len(width) else None,
                "bins": n_bins, "scaled": any(s is not None for s in scales.values()),
@@ -184,7 +191,11 @@ def interval_text(summary: dict[str, Any]) -> str:
     """One line on a target's intervals: how many labelled regions they held, how wide."""
     if summary.get("coverage") is None:
         return "none: too few labelled regions for the level"
+    by_fifth = summary.get("coverage_by_fifth")
+    fifths = ("" if not by_fifth or None in by_fifth else
+              " (by fifth of the predictions, smallest first: "
+              + " / ".join(f"{share:.0%}" for share in by_fifth) + ")")
     return (f"held {summary['coverage']:.1%} of the labelled regions' values (each judged "
-            f"without its own error); median width {summary['median_width']:.4g}"
+            f"without its own error){fifths}; median width {summary['median_width']:.4g}"
             + (", wider where the weight field is small" if summary.get("scaled") else "")
             + (", wider for larger predictions" if summary.get("size_power") else ""))

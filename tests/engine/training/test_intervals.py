@@ -73,6 +73,8 @@ def test_bins_of_the_predictions_widen_the_intervals_where_errors_grow():
 
     binned = cross_conformal(y, predictions, fold, 0.9)
     assert top_coverage(*binned[:2]) == pytest.approx(0.9, abs=0.04)
+    # the summary says the same, fifth by fifth
+    assert binned[2]["coverage_by_fifth"][4] == pytest.approx(top_coverage(*binned[:2]))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(intervals, "MAX_BINS", 1)
         single = cross_conformal(y, predictions, fold, 0.9)
