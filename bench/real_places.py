@@ -1,12 +1,12 @@
 """The engine's default against the bar on real places outside this repository.
 
-Manhattan is the only real city in the repository, and every default was chosen on it or on
-synthetic cities. The places here are real regional data that no setting was chosen on: the
-example datasets that ship inside PySAL's `libpysal` package (installed with the development
-requirements), and the US counties that only PySAL 1.x shipped (its last source release,
-fetched once from PyPI into the cache, hash-checked; nothing is installed), each with the
-variables of the published model it is known for. They have no POIs, land use or trips: the regions' numeric fields are the one view,
-the analyst's "any numeric field" case. Each place goes through the engine as a user's layer
+Manhattan is the only real city in the repository, and the defaults were first chosen on it or
+on synthetic cities. The places here are real regional data from outside: the example datasets
+that ship inside PySAL's `libpysal` package (installed with the development requirements), and
+the US counties that only PySAL 1.x shipped (its last source release, fetched once from PyPI
+into the cache, hash-checked; nothing is installed), each with the variables of the published
+model it is known for. They have no POIs, land use or trips: the regions' numeric fields are
+the one view, the analyst's "any numeric field" case. Each place goes through the engine as a user's layer
 does: written to a GeoPackage with its CRS, read by `build_dataset`, then the same paired
 comparisons as `bench.versus` (the default against the bar, against itself without SREL and
 the prompt vectors, and that features-only default against the bar), 10 folds unshuffled (the
@@ -109,6 +109,7 @@ def pysal1_example(file: str, cache_dir: str | Path | None = None) -> Path:
     it; the release is fetched from PyPI once, its hash checked, and its examples folder kept
     in the cache (default $TOPT_CACHE_DIR or ~/.cache/topt)."""
     import hashlib
+    import shutil
     import subprocess
     import sys
     import tarfile
@@ -132,12 +133,17 @@ def pysal1_example(file: str, cache_dir: str | Path | None = None) -> Path:
         examples.parent.mkdir(parents=True, exist_ok=True)
         # extracted beside its final place, then renamed: a cut-off run leaves no half folder
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=examples.parent))
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(prefix)]
-            for member in members:
-                member.name = member.name[len(prefix):]
-            tar.extractall(staging, members=members, filter="data")
-        staging.replace(examples)
+        try:
+            with tarfile.open(archive) as tar:
+                members = [m for m in tar.getmembers()
+                           if m.isfile() and m.name.startswith(prefix)]
+                for member in members:
+                    member.name = member.name[len(prefix):]
+                tar.extractall(staging, members=members, filter="data")
+            if not examples.exists():  # another run may have put it there meanwhile
+                staging.replace(examples)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
