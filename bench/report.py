@@ -688,7 +688,21 @@ def extrapolation_flags_section(flags: dict | None) -> list[str]:
             "10 folds (25 for the synthetic cities), both fold orders; each held-out region "
             "flagged by its fold's model. A flag is worth reading where the few regions it "
             "marks hold much more than their share of the squared error "
-            "(`docs/quality-notes.md`).", "", table(flags["rows"]), ""]
+            "(`docs/quality-notes.md`).", "", table(flags["rows"]), "",
+            *_interval_lines(flags["rows"])]
+
+
+def _interval_lines(rows: list[dict]) -> list[str]:
+    """How often the prediction intervals of the flags' runs held the held-out values."""
+    from bench.extrapolation_study import INTERVAL_LEVEL, interval_table
+
+    if not any(r.get("interval") for r in rows):
+        return []  # a study run before the intervals existed
+    return [f"The same runs' {INTERVAL_LEVEL:.0%} prediction intervals (`lo_<target>`, "
+            "`hi_<target>`, as `train` writes them: cross-conformal, each held-out region's "
+            "interval set by the other folds' errors; `docs/engine-cli.md`): the share of "
+            "held-out values inside, per row of the table above, then averaged.", "",
+            interval_table(rows), ""]
 
 
 def goals_section(results: dict) -> list[str]:
