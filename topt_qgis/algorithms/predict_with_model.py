@@ -22,7 +22,10 @@ class PredictWithModelAlgorithm(LearnAndPredictAlgorithm):
     GROUP_ID = "steps"
     HELP = ("Applies a model made by 'Train model' (or 'Learn region embeddings and predict') to "
             "a region layer: the same data layers and fields as at training are needed. The "
-            "output layer gets pred_[target] for every target the model learned.")
+            "output layer gets pred_[target] for every target the model learned, with "
+            "ext_[target] (an extrapolation) and lo_[target] / hi_[target] (the interval the "
+            "model was calibrated to at training; where it is scaled by a weight field, that "
+            "field must be among the numeric region fields).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(

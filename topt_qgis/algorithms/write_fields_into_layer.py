@@ -25,11 +25,11 @@ class WriteFieldsIntoLayerAlgorithm(ToptAlgorithm):
     GROUP = "Modeler steps"
     GROUP_ID = "steps"
     NEEDS_ENGINE = False
-    HELP = ("Adds fields of a result layer (by default every emb_, pred_, fold_, ext_, lo_ and hi_ field) to a "
-            "layer in place, matching features by region id, never by order. Shapefile field "
-            "names are shortened to 10 characters (the mapping is reported). Fields that already "
-            "exist are refused unless 'Overwrite' is chosen. Nothing is changed when a check "
-            "fails.")
+    HELP = ("Adds fields of a result layer (by default every emb_, pred_, fold_, ext_, lo_ and "
+            "hi_ field) to a layer in place, matching features by region id, never by order. "
+            "Shapefile field names are shortened to 10 characters (the mapping is reported). "
+            "Fields that already exist are refused unless 'Overwrite' is chosen. Nothing is "
+            "changed when a check fails.")
 
     def flags(self):
         # In-place edits of a project layer belong on the main thread.
