@@ -27,8 +27,9 @@ def manifest(dataset, job: dict, opts: dict, targets: list[str],
              intervals: dict[str, dict] | None = None) -> dict:
     """What a model was trained on: `predict` refuses regions described differently.
     `weighting`: target -> how its final model used region weights (named or read off the
-    errors), for the record; `intervals`: target -> the level, the half-width and the error
-    scale of its predictions' intervals, which `predict` applies."""
+    errors), for the record; `intervals`: target -> the level, the calibration (bins,
+    quantiles, size scale) and the error scale of its predictions' intervals, which `predict`
+    applies."""
     return {
         "format": "topt-model", "version": 1, "engine_version": __version__,
         "views": {name: {"kind": v.kind, "columns": list(map(str, v.columns)) if v.kind != "flow"
