@@ -587,10 +587,10 @@ def real_places_goal_row(real: dict | None) -> list[str]:
     if not rows:
         return []
     unseen_places = {p["name"] for p in real.get("places", []) if p.get("seen") is False}
+    unseen = [r for r in rows if r["place"] in unseen_places]
     date = (real.get("environment") or {}).get("date", "?")[:10]
     parts = []
-    for label, subset in (("", rows),
-                          ("unseen ", [r for r in rows if r["place"] in unseen_places])):
+    for label, subset in (("", rows), ("unseen ", unseen)):
         if not subset:
             continue
         below = [r for r in subset if r["difference"] < 0]
@@ -608,10 +608,9 @@ def real_places_goal_row(real: dict | None) -> list[str]:
     text += ("; the extrapolation guard, the shrinkage's absolute error, each region's own-out "
              "penalty and the automatic weighting by a rate's denominator were made on Tokyo's "
              "ratio and checked on the first four places, so those are no longer unseen")
-    judged = [r for r in rows if r["place"] in unseen_places] or rows
-    below = [r for r in judged if r["difference"] < 0]
+    below = [r for r in unseen or rows if r["difference"] < 0]
     by = (f"{len(below)} row(s) below" if below else "none below")
-    if unseen_places:
+    if unseen:
         by += " on the unseen place(s)"
     return [f"| engine default never below the bar on a place it was not tuned on (real "
             f"places, 10 folds, both splits) | {text} | {_verdict(not below, by)} |"]

@@ -9,7 +9,14 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.events import EventSink
-from engine.outputs import output_id_field, region_table, staged_output, write_regions
+from engine.outputs import (
+    HIGH_PREFIX,
+    LOW_PREFIX,
+    output_id_field,
+    region_table,
+    staged_output,
+    write_regions,
+)
 
 
 def _check_manifest(model_dir: Path, dataset) -> dict:
@@ -53,9 +60,9 @@ def _half_widths(target: str, interval: dict, predictions: np.ndarray,
         return half_widths(interval["calibration"], predictions)
     field = scale["field"]
     if field not in fields:
-        sink.log(f"{target}: no intervals (lo_{target}, hi_{target}): its model scales them by "
-                 f"the field {field}, which is not among these regions' numeric fields; list "
-                 "it in --fields to get them")
+        sink.log(f"{target}: no intervals ({LOW_PREFIX}{target}, {HIGH_PREFIX}{target}): its "
+                 f"model scales them by the field {field}, which is not among these regions' "
+                 "numeric fields; list it in --fields to get them")
         return None
     return half_widths(interval["calibration"], predictions, error_scale(scale, fields[field]))
 
